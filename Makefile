@@ -1,0 +1,33 @@
+# The two set-up commands of the README. Each creates .venv when missing and installs the
+# project into it; nothing else is needed on a fresh machine with Python 3.10+ and make.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo check lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,experiments]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+demo: $(STAMP)
+	$(PY) -m experiments.run_all --quick
+	$(PY) -m jaxbp.check | tee results/check_table.txt
+
+check: $(STAMP)
+	$(PY) -m jaxbp.check
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .hypothesis

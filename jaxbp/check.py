@@ -1,0 +1,503 @@
+"""Gradient checks: is a hand-written backward right?
+
+Each check runs the manual backward and compares it, leaf by leaf, with two references:
+
+* **jax.vjp** of the forward, with a random cotangent (float64; passes at relative error
+  ≤ 1e-10, where relative error = max|manual − reference| / max|reference| over the leaf);
+* **central finite differences** (float64) of φ(θ) = ⟨dy, f(θ)⟩ at a few random elements of
+  every leaf: (φ(θ + εeᵢ) − φ(θ − εeᵢ)) / 2ε (passes at relative error ≤ 1e-6).
+
+A `Report` lists, per leaf (each parameter, and dx for the input): the reference, the maximum
+absolute and relative errors, the worst element, and the manual and reference values there.
+When a check fails it raises `GradientCheckError` (an AssertionError, so pytest shows the
+report) carrying that report.
+
+Write a layer, then check it::
+
+    >>> import jax, jax.numpy as jnp, jaxbp
+    >>> from jaxbp import check
+    >>> def init(key, in_shape):
+    ...     return in_shape, {"s": jnp.ones(in_shape)}, ()
+    >>> def forward(params, state, x, *, key=None, train=False):
+    ...     return params["s"] * x**2, (x,), state          # y = s x²
+    >>> def backward(params, residuals, dy):
+    ...     (x,) = residuals
+    ...     return {"s": (dy * x**2).sum(0)}, 2 * params["s"] * x * dy
+    >>> report = check.check_layer(jaxbp.Layer(init, forward, backward, "Square"), (4,))
+    >>> report.ok
+    True
+
+`python -m jaxbp.check` checks every built-in layer, loss and model and prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbp.layer import Layer
+from jaxbp.losses import Loss
+
+VJP_RTOL = 1e-10
+FD_RTOL = 1e-6
+F32_RTOL = 1e-4
+
+
+class GradientCheckError(AssertionError):
+    """A manual backward disagrees with its reference; `.report` holds the details."""
+
+    def __init__(self, report: Report):
+        super().__init__(str(report))
+        self.report = report
+
+
+class LeafResult(NamedTuple):
+    leaf: str  # e.g. "params[0]['W']" or "dx"
+    reference: str  # "jax.vjp" or "finite diff"
+    max_abs_err: float
+    rel_err: float  # max_abs_err / max |reference|
+    worst_index: tuple  # index of the worst element in the leaf
+    manual: float  # manual gradient at worst_index
+    expected: float  # reference gradient at worst_index
+    tol: float
+    ok: bool
+
+
+class Report(NamedTuple):
+    name: str
+    dtype: str
+    jit: bool
+    results: tuple[LeafResult, ...]
+    problems: tuple[str, ...] = ()  # structure or dtype mismatches
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(r.ok for r in self.results)
+
+    @property
+    def max_rel_err(self) -> dict[str, float]:
+        """Largest relative error per reference."""
+        out: dict[str, float] = {}
+        for r in self.results:
+            out[r.reference] = max(out.get(r.reference, 0.0), r.rel_err)
+        return out
+
+    def __str__(self) -> str:
+        head = f"gradient check of {self.name} ({self.dtype}, jit={self.jit}): "
+        lines = [head + ("PASSED" if self.ok else "FAILED")]
+        lines += [f"  problem: {p}" for p in self.problems]
+        lines.append(
+            f"  {'leaf':<28} {'reference':<11} {'max abs err':>11} {'rel err':>9} "
+            f"{'tol':>7}  {'worst at':<14} {'manual':>13} {'reference':>13}"
+        )
+        for r in self.results:
+            lines.append(
+                f"  {r.leaf:<28} {r.reference:<11} {r.max_abs_err:11.3e} {r.rel_err:9.2e} "
+                f"{r.tol:7.0e}  {str(r.worst_index):<14} {r.manual:13.6e} {r.expected:13.6e}"
+                + ("" if r.ok else "  <-- FAIL")
+            )
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ the shared core
+
+
+def _leaves_with_names(tree) -> list[tuple[str, Any]]:
+    named = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        first, rest = path[0], path[1:]
+        head = getattr(first, "key", getattr(first, "idx", first))
+        named.append((str(head) + jax.tree_util.keystr(rest), leaf))
+    return named
+
+
+def _is_float(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
+
+
+def _compare(leaf, reference, manual, expected, tol) -> LeafResult:
+    manual = np.asarray(manual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    diff = np.abs(manual - expected)
+    if diff.size == 0:
+        return LeafResult(leaf, reference, 0.0, 0.0, (), 0.0, 0.0, tol, True)
+    if not np.all(np.isfinite(manual)):
+        diff = np.where(np.isfinite(manual), diff, np.inf)
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    scale = float(np.max(np.abs(expected)))
+    max_abs = float(diff[worst])
+    rel = max_abs / scale if scale > 0 else max_abs
+    ok = bool(rel <= tol) if np.isfinite(rel) else False
+    return LeafResult(
+        leaf,
+        reference,
+        max_abs,
+        rel,
+        tuple(int(i) for i in worst),
+        float(manual[worst]),
+        float(expected[worst]),
+        tol,
+        ok,
+    )
+
+
+def _finite_differences(phi, args, grads, key, points, eps):
+    """Central differences of the scalar φ(args) at `points` random elements of every leaf.
+
+    All perturbed points are evaluated in one jit-compiled, vmapped call of φ over the
+    flattened float leaves. Returns {leaf name: (manual values, fd values)}.
+    """
+    named = _leaves_with_names(args)
+    flat_args, treedef = jax.tree.flatten(args)
+    flat_grads = treedef.flatten_up_to(grads)
+    chosen = [
+        i
+        for i, (a, g) in enumerate(zip(flat_args, flat_grads))
+        if g is not None and _is_float(a) and jnp.size(a) > 0
+    ]
+    if not chosen:
+        return {}
+    sizes = [flat_args[i].size for i in chosen]
+    offsets = np.cumsum([0, *sizes])
+    theta = jnp.concatenate([flat_args[i].ravel() for i in chosen])
+
+    def phi_flat(v):
+        leaves = list(flat_args)
+        for i, start, n in zip(chosen, offsets[:-1], sizes):
+            leaves[i] = v[start : start + n].reshape(flat_args[i].shape)
+        return phi(jax.tree.unflatten(treedef, leaves))
+
+    picks = []  # (leaf position, flat index within the leaf)
+    for pos, n in enumerate(sizes):
+        key, sub = jax.random.split(key)
+        for j in np.asarray(jax.random.choice(sub, n, (min(points, n),), replace=False)):
+            picks.append((pos, int(j)))
+    where = np.array([offsets[pos] + j for pos, j in picks])
+    step = eps * np.maximum(1.0, np.abs(np.asarray(theta)[where]))
+    bumps = np.zeros((2 * len(picks), theta.size))
+    bumps[np.arange(len(picks)), where] = step
+    bumps[len(picks) + np.arange(len(picks)), where] = -step
+    values = np.asarray(jax.jit(jax.vmap(phi_flat))(theta + jnp.asarray(bumps, theta.dtype)))
+    fd = (values[: len(picks)] - values[len(picks) :]) / (2 * step)
+
+    out = {}
+    for pos, i in enumerate(chosen):
+        rows = [k for k, (p, _) in enumerate(picks) if p == pos]
+        manual = np.asarray(flat_grads[i]).ravel()[[picks[k][1] for k in rows]]
+        out[named[i][0]] = (manual, fd[rows])
+    return out
+
+
+def check_vjp(
+    name: str,
+    f: Callable,
+    manual_vjp: Callable,
+    args,
+    *,
+    cotangent=None,
+    key=None,
+    jit: bool = False,
+    finite_diff: bool = True,
+    fd_points: int = 6,
+    fd_eps: float = 1e-6,
+    rtol: float | None = None,
+    raise_on_fail: bool = True,
+) -> Report:
+    """The shared core: compare `manual_vjp(args, ct)` with `jax.vjp(f, args)` and with finite
+    differences.
+
+    `f(args) -> out` is the forward; `manual_vjp(args, ct) -> grads` returns a pytree shaped
+    like `args`, with None at leaves that get no gradient (integer inputs). The dtype follows
+    `args`: float64 compares at `rtol=1e-10`, anything narrower at `1e-4` (and runs no finite
+    differences).
+    """
+    key = jax.random.key(0) if key is None else key
+    k_ct, k_fd = jax.random.split(key)
+    arg_dtypes = {jnp.result_type(x) for x in jax.tree.leaves(args) if _is_float(x)}
+    wide = arg_dtypes <= {jnp.dtype("float64")}
+    dtype_name = "/".join(sorted(str(d) for d in arg_dtypes)) or "none"
+    rtol = (VJP_RTOL if wide else F32_RTOL) if rtol is None else rtol
+
+    out, vjp_fn = jax.vjp(lambda a: f(a), args)
+    if cotangent is None:
+        leaves, tdef = jax.tree.flatten(out)
+        keys = jax.random.split(k_ct, max(len(leaves), 1))
+        cotangent = jax.tree.unflatten(
+            tdef, [jax.random.normal(k, jnp.shape(o), jnp.result_type(o)) for k, o in zip(keys, leaves)]
+        )
+    (expected,) = vjp_fn(cotangent)
+    run = jax.jit(manual_vjp) if jit else manual_vjp
+    manual = run(args, cotangent)
+
+    problems = []
+    results = []
+    flat_args, treedef = jax.tree.flatten(args)
+    try:
+        flat_manual = treedef.flatten_up_to(manual)
+    except (ValueError, TypeError) as e:
+        problems.append(f"the manual gradient's structure differs from the inputs': {e}")
+        flat_manual = [None] * len(flat_args)
+    flat_expected = treedef.flatten_up_to(expected)
+    for (leaf_name, a), m, e in zip(_leaves_with_names(args), flat_manual, flat_expected):
+        if not _is_float(a):
+            continue
+        if m is None:
+            problems.append(f"{leaf_name}: the manual backward returned no gradient")
+            continue
+        if jnp.shape(m) != jnp.shape(a):
+            problems.append(f"{leaf_name}: gradient shape {jnp.shape(m)} != shape {jnp.shape(a)}")
+            continue
+        if jnp.result_type(m) != jnp.result_type(a):
+            problems.append(
+                f"{leaf_name}: gradient dtype {jnp.result_type(m)} != dtype {jnp.result_type(a)}"
+            )
+        results.append(_compare(leaf_name, "jax.vjp", m, e, rtol))
+
+    if finite_diff and wide and not problems:
+
+        def phi(a):
+            o = f(a)
+            return sum(jnp.vdot(c, x) for c, x in zip(jax.tree.leaves(cotangent), jax.tree.leaves(o)))
+
+        for leaf_name, (m, fd) in _finite_differences(
+            phi, args, manual, k_fd, fd_points, fd_eps
+        ).items():
+            results.append(_compare(leaf_name, "finite diff", m, fd, FD_RTOL))
+
+    report = Report(name, dtype_name, jit, tuple(results), tuple(problems))
+    if raise_on_fail and not report.ok:
+        raise GradientCheckError(report)
+    return report
+
+
+# ------------------------------------------------------------------------- public checks
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if _is_float(a) else a, tree)
+
+
+def _x64_context(dtype):
+    return jax.enable_x64(True) if jnp.dtype(dtype) == jnp.float64 else _nullcontext()
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def check_layer(
+    layer: Layer,
+    in_shape,
+    *,
+    batch: int = 3,
+    x=None,
+    params=None,
+    state=None,
+    train: bool = False,
+    seed: int = 0,
+    dtype=jnp.float64,
+    jit: bool = False,
+    **kwargs,
+) -> Report:
+    """Check `layer.backward` against `jax.vjp` of `layer.forward` and finite differences.
+
+    Args:
+        layer: the Layer to check.
+        in_shape: per-example input shape (no batch axis).
+        batch: batch size of the random input.
+        x: input to use instead of a random normal one (e.g. integer ids).
+        params, state: use these instead of `layer.init`'s.
+        train: passed to forward (dropout, batch norm).
+        dtype: float64 (default; enables x64 for the check) or float32.
+        jit: run the manual forward+backward under `jax.jit`.
+        **kwargs: passed to `check_vjp` (rtol, fd_points, fd_eps, raise_on_fail, ...).
+    Returns:
+        a Report; raises GradientCheckError with the report when a leaf fails.
+    """
+    with _x64_context(dtype):
+        k_init, k_x, k_fwd, k_check = jax.random.split(jax.random.key(seed), 4)
+        _, p0, s0 = layer.init(k_init, in_shape)
+        params = _cast(p0 if params is None else params, dtype)
+        state = s0 if state is None else state
+        if x is None:
+            x = jax.random.normal(k_x, (batch, *tuple(in_shape)), dtype)
+        x = _cast(jnp.asarray(x) if not isinstance(x, tuple | list | dict) else x, dtype)
+        diff_x = all(_is_float(leaf) for leaf in jax.tree.leaves(x))
+
+        def f(args):
+            xin = args["x"] if diff_x else x
+            return layer.forward(args["params"], state, xin, key=k_fwd, train=train)[0]
+
+        def manual_vjp(args, dy):
+            xin = args["x"] if diff_x else x
+            _, res, _ = layer.forward(args["params"], state, xin, key=k_fwd, train=train)
+            dparams, dx = layer.backward(args["params"], res, dy)
+            return {"params": dparams, "x": dx} if diff_x else {"params": dparams}
+
+        args = {"params": params, "x": x} if diff_x else {"params": params}
+        return check_vjp(layer.name, f, manual_vjp, args, key=k_check, jit=jit, **kwargs)
+
+
+def check_ops(forward, backward, params, x, *, name="op", dtype=jnp.float64, **kwargs) -> Report:
+    """Check an op pair `forward(params, x) -> (y, res)`, `backward(params, res, dy) -> (dp, dx)`."""
+
+    def init(key, in_shape):
+        return None, params, ()
+
+    def fwd(p, state, xin, *, key=None, train=False):
+        y, res = forward(p, xin)
+        return y, res, state
+
+    layer = Layer(init, fwd, backward, name)
+    with _x64_context(dtype):
+        x = jnp.asarray(x)
+        return check_layer(layer, x.shape[1:], x=x, dtype=dtype, **kwargs)
+
+
+def check_loss(
+    loss: Loss, pred, target, *, dtype=jnp.float64, seed: int = 0, jit: bool = False, **kwargs
+) -> Report:
+    """Check `loss.backward` (with a random scale g) against `jax.vjp` and finite differences."""
+    with _x64_context(dtype):
+        pred = _cast(jnp.asarray(pred), dtype)
+        target = _cast(jnp.asarray(target), dtype)
+
+        def f(args):
+            return loss.forward(args["pred"], target)[0]
+
+        def manual_vjp(args, g):
+            _, res = loss.forward(args["pred"], target)
+            return {"pred": loss.backward(res, g)}
+
+        key = jax.random.key(seed)
+        return check_vjp(loss.name, f, manual_vjp, {"pred": pred}, key=key, jit=jit, **kwargs)
+
+
+def check_model(
+    model: Layer,
+    loss: Loss,
+    x,
+    y,
+    *,
+    params=None,
+    state=None,
+    train: bool = True,
+    seed: int = 0,
+    dtype=jnp.float64,
+    jit: bool = False,
+    **kwargs,
+) -> Report:
+    """Check the gradient of loss(model(θ, x), y) from `jaxbp.value_and_grad` against
+    `jax.vjp` (cotangent 1 of the scalar loss) and finite differences."""
+    from jaxbp.models.grad import loss_and_grad
+
+    with _x64_context(dtype):
+        k_init, k_fwd, k_check = jax.random.split(jax.random.key(seed), 3)
+        x = _cast(jax.tree.map(jnp.asarray, x), dtype)
+        y = _cast(jax.tree.map(jnp.asarray, y), dtype)
+        _, p0, s0 = model.init(k_init, x.shape[1:])
+        params = _cast(p0 if params is None else params, dtype)
+        state = s0 if state is None else state
+        step = loss_and_grad(model, loss, train=train)
+
+        def f(p):
+            pred = model.forward(p, state, x, key=k_fwd, train=train)[0]
+            return loss.forward(pred, y)[0]
+
+        def manual_vjp(p, g):
+            _, grads, _ = step(p, state, x, y, k_fwd)
+            return jax.tree.map(lambda d: g * d, grads)
+
+        name = f"{model.name} + {loss.name}"
+        return check_vjp(name, f, manual_vjp, params, key=k_check, jit=jit, **kwargs)
+
+
+def assert_layer_correct(layer: Layer, in_shape, **kwargs) -> None:
+    """Pytest helper: check `layer` in float64 with and without jit and in float32 under jit.
+
+    Raises GradientCheckError (an AssertionError) with the failing report. Use it in your own
+    test suite::
+
+        def test_my_layer():
+            jaxbp.check.assert_layer_correct(MyLayer(16), in_shape=(8,))
+    """
+    check_layer(layer, in_shape, jit=False, **kwargs)
+    check_layer(layer, in_shape, jit=True, **kwargs)
+    check_layer(layer, in_shape, jit=True, dtype=jnp.float32, **{**kwargs, "finite_diff": False})
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def run_case(case, *, seed=0, batch=3, dtype=jnp.float64, jit=False, **kwargs) -> Report:
+    """Run one registry case (see `jaxbp.cases`) and return its report."""
+    rng = np.random.default_rng(seed)
+    with _x64_context(dtype):
+        return case.run(rng, batch=batch, dtype=dtype, jit=jit, **kwargs)
+
+
+def main(argv=None) -> int:
+    """`python -m jaxbp.check`: check every built-in layer, loss and model; print a table."""
+    from jaxbp.cases import CASES
+
+    parser = argparse.ArgumentParser(prog="python -m jaxbp.check", description=main.__doc__)
+    parser.add_argument("-k", default="", help="only cases whose name contains this")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    cases = [c for c in CASES if args.k.lower() in c.name.lower()]
+    header = (
+        f"{'case':<34} {'kind':<6} {'vjp rel err':>11} {'fd rel err':>10} "
+        f"{'f32 jit rel':>11} {'time s':>7}  result"
+    )
+    print(header)
+    print("-" * len(header))
+    failures = 0
+    for case in cases:
+        t0 = time.perf_counter()
+        row = {}
+        status = "ok"
+        for label, dtype, jit in (("f64", jnp.float64, False), ("f64jit", jnp.float64, True),
+                                  ("f32", jnp.float32, True)):
+            try:
+                report = run_case(
+                    case, seed=args.seed, dtype=dtype, jit=jit, finite_diff=not jit,
+                    raise_on_fail=False,
+                )
+            except Exception as e:  # noqa: BLE001 - a crash is a failure to report, not to hide
+                status = f"ERROR {label}: {type(e).__name__}: {e}"
+                break
+            row[label] = report
+            if not report.ok:
+                status = f"FAIL ({label})\n{report}"
+                break
+        errs = {k: r.max_rel_err for k, r in row.items()}
+        vjp = max((e.get("jax.vjp", math.nan) for k, e in errs.items() if k != "f32"), default=math.nan)
+        fd = errs.get("f64", {}).get("finite diff", math.nan)
+        f32 = errs.get("f32", {}).get("jax.vjp", math.nan)
+        print(
+            f"{case.name:<34} {case.kind:<6} {vjp:11.2e} {fd:10.2e} {f32:11.2e} "
+            f"{time.perf_counter() - t0:7.2f}  {status}",
+            flush=True,
+        )
+        failures += status != "ok"
+    print("-" * len(header))
+    print(f"{len(cases) - failures} passed, {failures} failed "
+          f"(tolerances: vjp {VJP_RTOL:.0e}, fd {FD_RTOL:.0e}, f32 {F32_RTOL:.0e})")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The Layer protocol and the combinators that make networks of layers: the backprop engine.
+
+A `Layer` is a NamedTuple of three pure functions::
+
+    init(key, in_shape)                                 -> (out_shape, params, state)
+    forward(params, state, x, *, key=None, train=False) -> (y, residuals, new_state)
+    backward(params, residuals, dy)                     -> (dparams, dx)
+
+Shapes given to `init` are per example (no batch axis); arrays carry a leading batch axis.
+`residuals` is whatever the backward needs from the forward; `dparams` has the same pytree
+structure and dtypes as `params`. `state` holds non-trainable buffers (empty `()` for most layers).
+
+The backward of a composition is the chain rule walked in reverse: if y = f_L(... f_1(x)), then
+dx = J_1ᵀ(... J_Lᵀ dy), and each layer's parameter gradient is read off on the way.
+
+Example:
+    >>> import jax, jax.numpy as jnp, jaxbp
+    >>> net = jaxbp.serial(jaxbp.Dense(8), jaxbp.Tanh(), jaxbp.Dense(1))
+    >>> out_shape, params, state = net.init(jax.random.key(0), (3,))
+    >>> x = jnp.ones((5, 3))
+    >>> y, res, state = net.forward(params, state, x)
+    >>> dparams, dx = net.backward(params, res, jnp.ones_like(y))
+    >>> out_shape, y.shape, dx.shape
+    ((1,), (5, 1), (5, 3))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Shape = tuple[int, ...]
+
+
+class Layer(NamedTuple):
+    """Three pure functions (`init`, `forward`, `backward`) and a name used in error messages."""
+
+    init: Callable[..., tuple[Shape, Any, Any]]
+    forward: Callable[..., tuple[Any, Any, Any]]
+    backward: Callable[..., tuple[Any, Any]]
+    name: str = "Layer"
+
+
+# ---------------------------------------------------------------- helpers for layer authors
+
+
+def split_key(key, n: int):
+    """`n` independent keys from `key`, or `n` Nones when `key` is None."""
+    if key is None:
+        return [None] * n
+    return list(jax.random.split(key, n))
+
+
+def check_float_input(name: str, x) -> None:
+    """Raise TypeError unless `x` is a real floating-point array."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{name}: expected a real floating-point input, got dtype {dtype} "
+            f"with shape {jnp.shape(x)}; cast it first, e.g. x.astype(jnp.float32)"
+        )
+
+
+def check_input_shape(name: str, x, in_shape: Shape) -> None:
+    """Raise ValueError unless `x` has shape (batch, *in_shape)."""
+    shape = tuple(jnp.shape(x))
+    if len(shape) != len(in_shape) + 1 or shape[1:] != tuple(in_shape):
+        raise ValueError(
+            f"{name}: expected input of shape (batch, {', '.join(map(str, in_shape))}) "
+            f"[rank {len(in_shape) + 1}], got {shape} [rank {len(shape)}]"
+        )
+
+
+def positive_int(name: str, what: str, value) -> int:
+    """Validate a hyperparameter that must be a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: {what} must be a positive int, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name}: {what} must be a positive int, got {value}")
+    return value
+
+
+def as_shape(in_shape) -> Shape:
+    if isinstance(in_shape, int):
+        return (in_shape,)
+    return tuple(int(d) for d in in_shape)
+
+
+# ------------------------------------------------------------------------------ combinators
+
+
+def serial(*layers: Layer, name: str | None = None) -> Layer:
+    """Compose layers in sequence: y = f_L(... f_2(f_1(x))).
+
+    Forward walks the layers in order and keeps each layer's residuals; backward walks them in
+    reverse, feeding each layer the gradient of its output (δ) and collecting its parameter
+    gradient:
+
+        δ_L = dy,   (dθ_l, δ_{l-1}) = backward_l(θ_l, residuals_l, δ_l),   dx = δ_0
+
+    `params`, `state` and `residuals` are tuples with one entry per layer.
+    """
+    if not layers:
+        raise ValueError("serial: needs at least one layer")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"serial: argument {i} is a {type(layer).__name__}, not a Layer "
+                "(did you forget to call a constructor, e.g. Relu() instead of Relu?)"
+            )
+    name = name or "serial(" + ", ".join(layer.name for layer in layers) + ")"
+
+    def init(key, in_shape):
+        shape = as_shape(in_shape)
+        params, state = [], []
+        for layer, k in zip(layers, jax.random.split(key, len(layers))):
+            shape, p, s = layer.init(k, shape)
+            params.append(p)
+            state.append(s)
+        return shape, tuple(params), tuple(state)
+
+    def forward(params, state, x, *, key=None, train=False):
+        residuals, new_state = [], []
+        for layer, p, s, k in zip(layers, params, state, split_key(key, len(layers))):
+            x, r, s = layer.forward(p, s, x, key=k, train=train)
+            residuals.append(r)
+            new_state.append(s)
+        return x, tuple(residuals), tuple(new_state)
+
+    def backward(params, residuals, dy):
+        dparams = [None] * len(layers)
+        delta = dy
+        for i in reversed(range(len(layers))):
+            dparams[i], delta = layers[i].backward(params[i], residuals[i], delta)
+        return tuple(dparams), delta
+
+    return Layer(init, forward, backward, name)
+
+
+def residual(layer: Layer, name: str | None = None) -> Layer:
+    """Skip connection y = x + f(x); backward: dx = dy + J_fᵀ dy.
+
+    `f` must map its input shape to the same shape.
+    """
+    if not isinstance(layer, Layer):
+        raise TypeError(f"residual: expected a Layer, got {type(layer).__name__}")
+    name = name or f"residual({layer.name})"
+
+    def init(key, in_shape):
+        in_shape = as_shape(in_shape)
+        out_shape, params, state = layer.init(key, in_shape)
+        if tuple(out_shape) != in_shape:
+            raise ValueError(
+                f"{name}: the inner layer maps {in_shape} to {tuple(out_shape)}; "
+                "a residual block needs the same shape in and out"
+            )
+        return in_shape, params, state
+
+    def forward(params, state, x, *, key=None, train=False):
+        fx, res, state = layer.forward(params, state, x, key=key, train=train)
+        return x + fx, res, state
+
+    def backward(params, residuals, dy):
+        dparams, dx_inner = layer.backward(params, residuals, dy)
+        return dparams, dy + dx_inner
+
+    return Layer(init, forward, backward, name)
+
+
+def parallel(*layers: Layer, name: str | None = None) -> Layer:
+    """Fan one input out to several heads: y = (f_1(x), ..., f_k(x)) (multi-task models).
+
+    Backward sums the heads' input gradients: dx = Σ_i J_iᵀ dy_i, where `dy` is a tuple with
+    one cotangent per head. `out_shape` is a tuple of the heads' output shapes.
+    """
+    if not layers:
+        raise ValueError("parallel: needs at least one layer")
+    name = name or "parallel(" + ", ".join(layer.name for layer in layers) + ")"
+
+    def init(key, in_shape):
+        in_shape = as_shape(in_shape)
+        outs, params, state = [], [], []
+        for layer, k in zip(layers, jax.random.split(key, len(layers))):
+            o, p, s = layer.init(k, in_shape)
+            outs.append(o)
+            params.append(p)
+            state.append(s)
+        return tuple(outs), tuple(params), tuple(state)
+
+    def forward(params, state, x, *, key=None, train=False):
+        ys, residuals, new_state = [], [], []
+        for layer, p, s, k in zip(layers, params, state, split_key(key, len(layers))):
+            y, r, s = layer.forward(p, s, x, key=k, train=train)
+            ys.append(y)
+            residuals.append(r)
+            new_state.append(s)
+        return tuple(ys), tuple(residuals), tuple(new_state)
+
+    def backward(params, residuals, dy):
+        if len(dy) != len(layers):
+            raise ValueError(f"{name}: expected {len(layers)} output cotangents, got {len(dy)}")
+        dparams, dx = [], None
+        for layer, p, r, g in zip(layers, params, residuals, dy):
+            dp, dxi = layer.backward(p, r, g)
+            dparams.append(dp)
+            dx = dxi if dx is None else dx + dxi
+        return tuple(dparams), dx
+
+    return Layer(init, forward, backward, name)

@@ -1,0 +1,44 @@
+"""Every registered layer, loss and model against jax.vjp and finite differences.
+
+Per case: float64 without jit (vjp ≤ 1e-10 and finite differences), float64 under jit, and
+float32 under jit; shapes, hyperparameters and the batch size (1 included) come from hypothesis.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jaxbp import check
+from jaxbp.cases import CASES
+
+MODES = {
+    "f64": dict(dtype=jnp.float64, jit=False, finite_diff=True),
+    "f64-jit": dict(dtype=jnp.float64, jit=True, finite_diff=False),
+    "f32-jit": dict(dtype=jnp.float32, jit=True, finite_diff=False),
+}
+
+SETTINGS = settings(
+    max_examples=3,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), batch=st.sampled_from([1, 2, 5]))
+def test_case(case, mode, seed, batch):
+    report = check.run_case(case, seed=seed, batch=batch, **MODES[mode])
+    assert report.ok, str(report)
+    assert report.results, "a check that compared nothing"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_batch_one(case):
+    report = check.run_case(case, seed=1, batch=1, dtype=jnp.float64, jit=True)
+    assert report.ok and report.results
+    assert np.isfinite(list(report.max_rel_err.values())).all()
