@@ -1,0 +1,42 @@
+"""Datasets that work offline: they ship with a package or are generated.
+
+Example:
+    >>> from jaxbp import data
+    >>> d = data.digits()
+    >>> d["x_train"].shape[1], sorted(set(d["y_train"].tolist()))[:3]
+    (64, [0, 1, 2])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def train_test_split(x, y, test_fraction: float = 0.2, seed: int = 0):
+    """Shuffle with `seed` and split; returns x_train, y_train, x_test, y_test (NumPy)."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"train_test_split: test_fraction must be in (0, 1), got {test_fraction}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(len(x) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def digits(test_fraction: float = 0.2, seed: int = 0, image: bool = False, dtype=np.float32):
+    """scikit-learn's 8×8 handwritten digits (1797 images, shipped with the package).
+
+    Pixels (0..16) are scaled to [0, 1] and centred with the training mean. Returns a dict with
+    x_train, y_train, x_test, y_test; x is (n, 64), or (n, 8, 8, 1) when `image=True`
+    (channels-last); y holds integer labels 0..9.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(dtype)
+    y = bunch.target.astype(np.int32)
+    x_train, y_train, x_test, y_test = train_test_split(x, y, test_fraction, seed)
+    mean = x_train.mean(axis=0, keepdims=True)
+    x_train, x_test = x_train - mean, x_test - mean
+    if image:
+        x_train, x_test = x_train.reshape(-1, 8, 8, 1), x_test.reshape(-1, 8, 8, 1)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
