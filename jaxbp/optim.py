@@ -205,9 +205,7 @@ def adagrad(
         )
 
     def init(params):
-        return AdaGradState(
-            jnp.zeros([], jnp.int32), _full_like(params, initial_accumulator_value)
-        )
+        return AdaGradState(jnp.zeros([], jnp.int32), _full_like(params, initial_accumulator_value))
 
     def update(grads, state, params=None):
         del params

@@ -35,7 +35,7 @@ def _trajectory(grad_fn, opt, params, state, xs, ys, jit=False):
     update = jax.jit(opt.update) if jit else opt.update
     opt_state = opt.init(params)
     ps, us = [], []
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=True):
         _, grads, _ = grad_fn(params, state, x, y)
         updates, opt_state = update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
@@ -51,7 +51,7 @@ def _stack(trees):
 def _max_rel_err(a, b):
     """Largest over leaves and steps of max|a − b| / max|b| (per step and leaf)."""
     worst = 0.0
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         x, y = np.asarray(x), np.asarray(y)
         axes = tuple(range(1, x.ndim))
         err = np.max(np.abs(x - y), axis=axes) / np.maximum(np.max(np.abs(y), axis=axes), 1e-300)
@@ -64,7 +64,8 @@ def _compare(problem, mine, theirs, jit=False):
     ps_mine, us_mine = _trajectory(grad_fn, mine, params, state, xs, ys, jit)
     ps_ref, us_ref = _trajectory(grad_fn, theirs, params, state, xs, ys, jit)
     # the reference must actually move the parameters, or the comparison says nothing
-    moved = _max_rel_err(ps_ref, jax.tree.map(lambda p: jnp.broadcast_to(p, (STEPS, *p.shape)), params))
+    start = jax.tree.map(lambda p: jnp.broadcast_to(p, (STEPS, *p.shape)), params)
+    moved = _max_rel_err(ps_ref, start)
     assert moved > 1e-3
     assert _max_rel_err(us_mine, us_ref) <= TOL
     assert _max_rel_err(ps_mine, ps_ref) <= TOL
@@ -148,7 +149,7 @@ def test_float32_keeps_dtypes_under_jit(name):
     updates, new_state = jax.jit(opt.update)(grads, state, params)
     assert all(u.dtype == jnp.float32 for u in jax.tree.leaves(updates))
     assert jax.tree.structure(new_state) == jax.tree.structure(state)
-    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state)):
+    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state), strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape
 
 
