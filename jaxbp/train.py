@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -395,30 +396,11 @@ def fit(
         state, data_key, history = tree["train_state"], tree["data_key"], meta["history"]
     start = int(state.step)
 
-    step_fn = make_train_step(
-        model,
-        loss,
-        optimizer,
-        steps_per_call=1,
-        clip_norm=clip_norm,
-        clip_value=clip_value,
-        jit=False,
-    )
-    one = step_fn
-
-    def run_k(state, x_all, y_all, idx):  # idx: (K, B) rows of K minibatches
-        if idx.shape[0] == 1:  # one step: no loop around it
-            state, value = one(state, x_all[idx[0]], y_all[idx[0]])
-            return state, value[None]
-
-        def body(s, rows):
-            return one(s, x_all[rows], y_all[rows])
-
-        return jax.lax.scan(body, state, idx)
-
-    run = jax.jit(run_k, donate_argnums=(0,))
+    run = _cached(_compiled_run, model, loss, optimizer, clip_norm, clip_value)
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
-    eval_step = make_eval_step(model, loss, metric, metric_name) if eval_data is not None else None
+    eval_step = (
+        _cached(_compiled_eval, model, loss, metric, metric_name) if eval_data is not None else None
+    )
 
     def do_eval(step):
         ex, ey = eval_data
@@ -501,6 +483,46 @@ def fit(
     finally:
         bar.close()
     return FitResult(state.params, state.model_state, state, step, history)
+
+
+def _cached(fn, *args):
+    """fn(*args) through its cache, or uncached when an argument is not hashable."""
+    try:
+        return fn(*args)
+    except TypeError as e:
+        if "unhashable" not in str(e):
+            raise
+        return fn.__wrapped__(*args)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_run(model, loss, optimizer, clip_norm, clip_value):
+    """fit's compiled call `(state, x_all, y_all, idx) -> (state, losses)`: the steps whose
+    minibatches are the rows idx[0], idx[1], ... (idx: (K, B)), gathered on the device.
+
+    Cached on its arguments, so repeated `fit` calls with the same model, loss and optimizer
+    objects reuse one compilation.
+    """
+    one = make_train_step(
+        model, loss, optimizer, clip_norm=clip_norm, clip_value=clip_value, jit=False
+    )
+
+    def run(state, x_all, y_all, idx):
+        if idx.shape[0] == 1:  # one step: no loop around it
+            state, value = one(state, x_all[idx[0]], y_all[idx[0]])
+            return state, value[None]
+
+        def body(s, rows):
+            return one(s, x_all[rows], y_all[rows])
+
+        return jax.lax.scan(body, state, idx)
+
+    return jax.jit(run, donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_eval(model, loss, metric, metric_name):
+    return make_eval_step(model, loss, metric, metric_name)
 
 
 def _progress_bar(enabled, total, initial):
