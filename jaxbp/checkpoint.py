@@ -206,7 +206,12 @@ def load(path, like):
                         f"in the checkpoint but {want_record[field]!r} in the model "
                         "(was it saved from another model, optimizer, or dtype setting?)"
                     )
-            array = z[f"leaf_{i:05d}"]
+            try:
+                array = z[f"leaf_{i:05d}"]
+            except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+                raise CheckpointError(
+                    f"checkpoint {path}: leaf {name} (#{i}) is corrupted or missing ({e})"
+                ) from e
             if zlib.crc32(np.ascontiguousarray(array).tobytes()) != record["crc32"]:
                 raise CheckpointError(
                     f"checkpoint {path}: leaf {name} (#{i}) is corrupted (checksum mismatch)"
