@@ -267,22 +267,36 @@ class FitResult(NamedTuple):
     history: dict
 
 
-def _batch_indices(data_key, n, batch_size, first_step, count, cache):
-    """Row indices (count, batch_size) of steps first_step .. first_step+count−1.
+class _Batches:
+    """The minibatch rows of every step, as windows of a device array.
 
     Epoch e uses the permutation of `fold_in(data_key, e)`; each epoch has n // batch_size
-    steps (the last incomplete batch is dropped). Depends only on the key and the step, which
-    is what makes a resumed run see the same batches as an uninterrupted one.
+    steps (the last incomplete batch is dropped). The rows depend only on the key and the
+    step, which is what makes a resumed run see the same batches as an uninterrupted one.
+    To keep the host out of the per-step path, the rows of epochs e and e+1 live on the device
+    as one (2·steps_per_epoch, batch) array; a call of K steps only passes its start index.
     """
-    per_epoch = n // batch_size
-    rows = []
-    for s in range(first_step, first_step + count):
-        epoch, i = divmod(s, per_epoch)
-        if cache.get("epoch") != epoch:
-            perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
-            cache["epoch"], cache["perm"] = epoch, np.asarray(perm, dtype=np.int32)
-        rows.append(cache["perm"][i * batch_size : (i + 1) * batch_size])
-    return np.stack(rows)
+
+    def __init__(self, data_key, n, batch_size):
+        self.key, self.n, self.batch_size = data_key, n, batch_size
+        self.per_epoch = n // batch_size
+        self.epoch, self.stream = None, None
+
+    def _rows(self, epoch):
+        perm = jax.random.permutation(jax.random.fold_in(self.key, epoch), self.n)
+        rows = np.asarray(perm, dtype=np.int32)[: self.per_epoch * self.batch_size]
+        return rows.reshape(self.per_epoch, self.batch_size)
+
+    def window(self, step, count):
+        """(stream, start): the rows of steps step .. step+count−1 are stream[start:start+count]."""
+        epoch, i = divmod(step, self.per_epoch)
+        if i + count > 2 * self.per_epoch:  # more steps per call than an epoch holds
+            rows = [self._rows(e) for e in range(epoch, epoch + (i + count) // self.per_epoch + 1)]
+            return jnp.asarray(np.concatenate(rows)[i : i + count]), 0
+        if self.epoch != epoch:
+            self.stream = jnp.asarray(np.concatenate([self._rows(epoch), self._rows(epoch + 1)]))
+            self.epoch = epoch
+        return self.stream, i
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -447,14 +461,14 @@ def fit(
         )
 
     bar = _progress_bar(progress, steps, start)
-    cache, pending, t0 = {}, [], time.perf_counter()
+    batches, pending, t0 = _Batches(data_key, n, batch_size), [], time.perf_counter()
     postfix = {}
     step = start
     try:
         while step < steps:
             count = min(k, steps - step)
-            idx = _batch_indices(data_key, n, batch_size, step, count, cache)
-            state, losses = run(state, x_dev, y_dev, jnp.asarray(idx))
+            stream, start_row = batches.window(step, count)
+            state, losses = run(state, x_dev, y_dev, stream, start_row, count=count)
             pending.append(losses)
             step += count
             bar.update(count)
@@ -497,8 +511,9 @@ def _cached(fn, *args):
 
 @functools.lru_cache(maxsize=16)
 def _compiled_run(model, loss, optimizer, clip_norm, clip_value):
-    """fit's compiled call `(state, x_all, y_all, idx) -> (state, losses)`: the steps whose
-    minibatches are the rows idx[0], idx[1], ... (idx: (K, B)), gathered on the device.
+    """fit's compiled call `(state, x_all, y_all, stream, start, count=K) -> (state, losses)`:
+    K steps whose minibatches are the rows stream[start], ..., stream[start+K−1] (each a
+    (batch,) index vector into x_all), sliced and gathered on the device.
 
     Cached on its arguments, so repeated `fit` calls with the same model, loss and optimizer
     objects reuse one compilation.
@@ -507,8 +522,9 @@ def _compiled_run(model, loss, optimizer, clip_norm, clip_value):
         model, loss, optimizer, clip_norm=clip_norm, clip_value=clip_value, jit=False
     )
 
-    def run(state, x_all, y_all, idx):
-        if idx.shape[0] == 1:  # one step: no loop around it
+    def run(state, x_all, y_all, stream, start, *, count):
+        idx = jax.lax.dynamic_slice_in_dim(stream, start, count)  # (K, batch) row indices
+        if count == 1:  # one step: no loop around it
             state, value = one(state, x_all[idx[0]], y_all[idx[0]])
             return state, value[None]
 
@@ -517,7 +533,7 @@ def _compiled_run(model, loss, optimizer, clip_norm, clip_value):
 
         return jax.lax.scan(body, state, idx)
 
-    return jax.jit(run, donate_argnums=(0,))
+    return jax.jit(run, donate_argnums=(0,), static_argnames=("count",))
 
 
 @functools.lru_cache(maxsize=16)

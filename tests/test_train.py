@@ -252,3 +252,12 @@ def test_killed_run_resumes_to_bitwise_the_same_params(tmp_path):
     assert sorted(a.files) == sorted(b.files) and len(a.files) > 5
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)  # bitwise
+
+
+def test_fit_with_more_steps_per_call_than_an_epoch(digits):
+    (x, y), _ = digits
+    small = ((x[:64], y[:64]), (x[:64], y[:64]))  # 2 steps per epoch
+    one = _fit(small, steps=40, eval_every=20)
+    many = _fit(small, steps=40, eval_every=20, log_every=20, steps_per_call=20)
+    for a, b in zip(jax.tree.leaves(many.params), jax.tree.leaves(one.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
