@@ -267,14 +267,26 @@ class FitResult(NamedTuple):
     history: dict
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _epoch_rows(data_key, epochs, n, per_epoch, batch_size):
+    """Minibatch rows (len(epochs)·per_epoch, batch_size) of the given epochs, computed on the
+    device: epoch e uses permutation(fold_in(data_key, e), n), cut into per_epoch batches."""
+
+    def rows(epoch):
+        perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+        return perm[: per_epoch * batch_size].reshape(per_epoch, batch_size).astype(jnp.int32)
+
+    return jnp.concatenate([rows(epochs[j]) for j in range(epochs.shape[0])])
+
+
 class _Batches:
     """The minibatch rows of every step, as windows of a device array.
 
     Epoch e uses the permutation of `fold_in(data_key, e)`; each epoch has n // batch_size
     steps (the last incomplete batch is dropped). The rows depend only on the key and the
     step, which is what makes a resumed run see the same batches as an uninterrupted one.
-    To keep the host out of the per-step path, the rows of epochs e and e+1 live on the device
-    as one (2·steps_per_epoch, batch) array; a call of K steps only passes its start index.
+    To keep the host out of the per-step path, the rows of epochs e and e+1 are computed on the
+    device as one (2·steps_per_epoch, batch) array; a call of K steps passes its start index.
     """
 
     def __init__(self, data_key, n, batch_size):
@@ -282,19 +294,19 @@ class _Batches:
         self.per_epoch = n // batch_size
         self.epoch, self.stream = None, None
 
-    def _rows(self, epoch):
-        perm = jax.random.permutation(jax.random.fold_in(self.key, epoch), self.n)
-        rows = np.asarray(perm, dtype=np.int32)[: self.per_epoch * self.batch_size]
-        return rows.reshape(self.per_epoch, self.batch_size)
+    def _rows(self, epochs):
+        epochs = np.asarray(epochs, np.uint32)
+        return _epoch_rows(self.key, epochs, self.n, self.per_epoch, self.batch_size)
 
     def window(self, step, count):
         """(stream, start): the rows of steps step .. step+count−1 are stream[start:start+count]."""
         epoch, i = divmod(step, self.per_epoch)
         if i + count > 2 * self.per_epoch:  # more steps per call than an epoch holds
-            rows = [self._rows(e) for e in range(epoch, epoch + (i + count) // self.per_epoch + 1)]
-            return jnp.asarray(np.concatenate(rows)[i : i + count]), 0
+            last = epoch + (i + count - 1) // self.per_epoch
+            rows = self._rows(list(range(epoch, last + 1)))
+            return rows[i : i + count], 0
         if self.epoch != epoch:
-            self.stream = jnp.asarray(np.concatenate([self._rows(epoch), self._rows(epoch + 1)]))
+            self.stream = self._rows([epoch, epoch + 1])
             self.epoch = epoch
         return self.stream, i
 
@@ -476,7 +488,7 @@ def fit(
             eval_now = eval_step is not None and (done or step % eval_every == 0)
             if done or eval_now or step % log_every == 0:
                 check_health(step)
-                mean_loss = float(np.mean(np.concatenate([np.asarray(p) for p in pending])))
+                mean_loss = float(jnp.mean(jnp.concatenate(pending)))  # one transfer
                 pending = []
                 record = {"step": step, "loss": mean_loss, "time": time.perf_counter() - t0}
                 history["train"].append(record)
