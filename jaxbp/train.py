@@ -2,7 +2,7 @@
 
 The step is the article's gradient descent, with any optimizer in place of the plain rule:
 
-    L, ∂L/∂θ = value_and_grad(model, loss)(θ, x, y)     (forward, then the manual backward)
+    L, ∂L/∂θ = loss_and_grad(model, loss)(θ, x, y)      (forward, then the manual backward)
     g        = clip(∂L/∂θ)                              (optional: by global norm, by value)
     u, s     = optimizer.update(g, s, θ)                (sgd: u = −α g)
     θ        ← θ + u
@@ -369,8 +369,10 @@ def fit(
     - Evaluation: every `eval_every` steps and at the end, on `eval_data = (x, y)`: the loss
       and `metric(pred, y)` (default: accuracy), recorded as `history["eval"]`.
     - Logging: every `log_every` steps (default ≈ steps/100) the mean training loss since the
-      last log goes to `history["train"]`, the progress bar and `callback(step, record)`;
-      `history_path` (default `checkpoint_dir/history.json`) is rewritten atomically.
+      last log (and the seconds since this call started) goes to `history["train"]`, the
+      progress bar and `callback(step, record)`. `history_path` (default
+      `checkpoint_dir/history.json`) is rewritten atomically at every evaluation, every
+      checkpoint and at the end.
     - Checkpoints: with `checkpoint_dir`, the training state, the data key and the history are
       saved every `checkpoint_every` steps and at the end (atomic, verified on load; newest
       `keep` kept). With `resume=True` an existing checkpoint there is loaded and training
@@ -442,7 +444,7 @@ def fit(
         history["eval"].append(record)
         return record
 
-    def check_health(step_now):
+    def check_health():
         if bool(state.health.ok):
             return
         bad_step = int(state.health.bad_step)
@@ -487,7 +489,7 @@ def fit(
             done = step >= steps
             eval_now = eval_step is not None and (done or step % eval_every == 0)
             if done or eval_now or step % log_every == 0:
-                check_health(step)
+                check_health()
                 mean_loss = float(jnp.mean(jnp.concatenate(pending)))  # one transfer
                 pending = []
                 record = {"step": step, "loss": mean_loss, "time": time.perf_counter() - t0}
@@ -499,13 +501,14 @@ def fit(
                         f"{ev.get(metric_name, ev['loss']):.4g}"
                     )
                 bar.set_postfix(postfix, refresh=False)
-                if history_path is not None:
-                    _write_json_atomic(Path(history_path), history)
                 if callback is not None:
                     callback(step, record)
-            if checkpoint_dir is not None and (done or step % checkpoint_every == 0):
-                check_health(step)
+            save_now = checkpoint_dir is not None and (done or step % checkpoint_every == 0)
+            if save_now:
+                check_health()
                 save_checkpoint(step)
+            if history_path is not None and (done or eval_now or save_now):
+                _write_json_atomic(Path(history_path), history)
     finally:
         bar.close()
     return FitResult(state.params, state.model_state, state, step, history)
