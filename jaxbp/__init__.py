@@ -8,7 +8,7 @@ backward into `jax.grad`.
 
 import importlib
 
-from jaxbp import activations, init, layers, losses, models
+from jaxbp import activations, checkpoint, init, layers, losses, models, optim, train
 from jaxbp.activations import (
     Elu,
     Gelu,
@@ -26,6 +26,7 @@ from jaxbp.layer import Layer, parallel, residual, serial
 from jaxbp.layers import Dense
 from jaxbp.losses import Loss
 from jaxbp.models import MLP, value_and_grad
+from jaxbp.train import fit, make_train_step
 
 __version__ = "0.1.0"
 
@@ -59,12 +60,17 @@ __all__ = [
     "activations",
     "autodiff",
     "check",
+    "checkpoint",
+    "fit",
     "init",
     "layers",
     "losses",
+    "make_train_step",
     "models",
+    "optim",
     "parallel",
     "residual",
     "serial",
+    "train",
     "value_and_grad",
 ]

@@ -1,0 +1,578 @@
+"""Training: one jit-compiled pure step, and `fit`, the loop around it.
+
+The step is the article's gradient descent, with any optimizer in place of the plain rule:
+
+    L, ∂L/∂θ = loss_and_grad(model, loss)(θ, x, y)      (forward, then the manual backward)
+    g        = clip(∂L/∂θ)                              (optional: by global norm, by value)
+    u, s     = optimizer.update(g, s, θ)                (sgd: u = −α g)
+    θ        ← θ + u
+
+`make_train_step` compiles it as a pure function of a `TrainState` (params, optimizer state,
+layer state, step counter, PRNG key, health). With `steps_per_call=K` it compiles K steps into
+one call with `lax.scan`, which removes the per-step dispatch cost that dominates small models.
+
+Divergence guard: each step checks that the loss and every gradient leaf are finite. The first
+step that fails is not applied; the state freezes at the last good values and records the step,
+the loss and the first non-finite gradient leaf (`Health`), and `fit` raises `DivergenceError`
+naming them — without overwriting the last good checkpoint.
+
+`fit` draws shuffled minibatches from a PRNG key (a fresh permutation per epoch), evaluates
+periodically (accuracy or any metric), writes the metrics history as JSON, shows a tqdm bar
+(step, loss, eval metric), and saves atomic, verified checkpoints (`jaxbp.checkpoint`) from which
+a killed run resumes to bitwise the same parameters as a run that was never interrupted.
+
+Example:
+    >>> import jax, numpy as np, jaxbp
+    >>> from jaxbp import optim, losses, train
+    >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    >>> y = (x[:, 0] > 0).astype(np.int32)
+    >>> result = train.fit(jaxbp.MLP([8], 2), losses.softmax_cross_entropy(), optim.sgd(0.5),
+    ...                    (x, y), key=jax.random.key(0), steps=100, batch_size=16,
+    ...                    eval_data=(x, y), eval_every=50, progress=False)
+    >>> result.step, result.history["eval"][-1]["accuracy"] > 0.9
+    (100, True)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxbp import checkpoint as ckpt
+from jaxbp import optim
+from jaxbp.layer import Layer
+from jaxbp.losses import Loss
+from jaxbp.models.grad import loss_and_grad
+
+
+class Health(NamedTuple):
+    """The divergence guard's record, carried through every step.
+
+    ok: bool scalar, True while every step so far had a finite loss and finite gradients.
+    bad_step: int32, the step whose loss or gradient was not finite (−1 while ok).
+    bad_leaf: int32, index (in `jax.tree.leaves(params)` order) of the first non-finite
+        gradient leaf at that step, or −1 when only the loss was non-finite.
+    bad_loss: the loss value at that step.
+    """
+
+    ok: jax.Array
+    bad_step: jax.Array
+    bad_leaf: jax.Array
+    bad_loss: jax.Array
+
+
+class TrainState(NamedTuple):
+    """Everything a training step reads and writes.
+
+    params: the model's parameters θ.
+    opt_state: the optimizer's state.
+    model_state: the layers' non-trainable buffers (batch-norm statistics), often ().
+    step: int32 scalar, the number of steps applied.
+    key: PRNG key; each step splits off a fresh key for the layers (dropout).
+    health: the divergence guard's `Health`.
+    """
+
+    params: Any
+    opt_state: Any
+    model_state: Any
+    step: jax.Array
+    key: jax.Array
+    health: Health
+
+
+class DivergenceError(FloatingPointError):
+    """Training met a non-finite loss or gradient. Carries `step`, `leaf`, `loss`,
+    `history` and `train_state` (frozen at the last good step)."""
+
+    def __init__(self, message, *, step, leaf, loss, history=None, train_state=None):
+        super().__init__(message)
+        self.step, self.leaf, self.loss = step, leaf, loss
+        self.history, self.train_state = history, train_state
+
+
+def init_train_state(model: Layer, optimizer, key, in_shape, dtype=None) -> TrainState:
+    """A fresh TrainState: params from `model.init`, the optimizer's initial state, step 0.
+
+    `dtype` (e.g. jnp.float32) casts the floating-point params; default: as initialised.
+    """
+    init_key, step_key = jax.random.split(key)
+    _, params, model_state = model.init(init_key, in_shape)
+    if dtype is not None:
+        params = jax.tree.map(lambda p: p.astype(dtype), params)
+    loss_dtype = jnp.result_type(*jax.tree.leaves(params)) if jax.tree.leaves(params) else float
+    health = Health(
+        ok=jnp.array(True),
+        bad_step=jnp.array(-1, jnp.int32),
+        bad_leaf=jnp.array(-1, jnp.int32),
+        bad_loss=jnp.zeros([], loss_dtype),
+    )
+    return TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        model_state=model_state,
+        step=jnp.zeros([], jnp.int32),
+        key=step_key,
+        health=health,
+    )
+
+
+def make_train_step(
+    model: Layer,
+    loss: Loss,
+    optimizer,
+    *,
+    steps_per_call: int = 1,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+    guard: bool = True,
+    donate: bool = True,
+    jit: bool = True,
+) -> Callable:
+    """The compiled training step: `(state, x, y) -> (new_state, loss)`.
+
+    With `steps_per_call=1`, x and y are one minibatch and `loss` is a scalar. With K > 1, x
+    and y carry a leading axis of K minibatches, the K steps run inside one compiled call
+    (`lax.scan`), and `loss` holds the K losses. `clip_norm` rescales the gradient to a global
+    norm of at most `clip_norm`; `clip_value` clips each element to ±clip_value (norm first
+    when both are given). `guard` enables the divergence guard (see the module docstring).
+    `donate` lets XLA reuse the input state's buffers for the output (the passed state must
+    not be used after the call). `jit=False` returns the plain Python function.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxbp
+        >>> from jaxbp import losses, optim, train
+        >>> model, opt = jaxbp.MLP([8], 1), optim.sgd(0.1)
+        >>> state = train.init_train_state(model, opt, jax.random.key(0), (3,))
+        >>> step = train.make_train_step(model, losses.mse(), opt)
+        >>> state, loss = step(state, jnp.ones((4, 3)), jnp.zeros((4, 1)))
+        >>> int(state.step)
+        1
+    """
+    if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int):
+        raise TypeError(f"make_train_step: steps_per_call must be an int, got {steps_per_call!r}")
+    if steps_per_call < 1:
+        raise ValueError(f"make_train_step: steps_per_call must be >= 1, got {steps_per_call}")
+    one_step = _one_step(model, loss, optimizer, clip_norm, clip_value, guard)
+
+    if steps_per_call == 1:
+        step = one_step
+    else:
+
+        def step(state, xs, ys):
+            return jax.lax.scan(lambda s, batch: one_step(s, *batch), state, (xs, ys))
+
+    if not jit:
+        return step
+    return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def _one_step(model, loss, optimizer, clip_norm, clip_value, guard):
+    grad_fn = loss_and_grad(model, loss, train=True)
+    clips = []
+    if clip_norm is not None:
+        clips.append(optim.clip_by_global_norm(clip_norm))
+    if clip_value is not None:
+        clips.append(optim.clip_by_value(clip_value))
+
+    def one_step(state: TrainState, x, y):
+        key, layer_key = jax.random.split(state.key)
+        value, grads, model_state = grad_fn(state.params, state.model_state, x, y, layer_key)
+        finite_leaves = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
+        for clip in clips:
+            grads, _ = clip.update(grads, optim.EmptyState())
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = TrainState(params, opt_state, model_state, state.step + 1, key, state.health)
+        if not guard:
+            return new, value
+        # divergence guard: apply the step only if everything so far (and now) is finite
+        finite_leaves = jnp.stack(finite_leaves) if finite_leaves else jnp.ones(1, bool)
+        finite = jnp.isfinite(value) & jnp.all(finite_leaves)
+        ok = state.health.ok & finite
+        first_failure = state.health.ok & ~finite
+        bad_leaf = jnp.where(jnp.all(finite_leaves), -1, jnp.argmin(finite_leaves))
+        health = Health(
+            ok=ok,
+            bad_step=jnp.where(first_failure, state.step, state.health.bad_step),
+            bad_leaf=jnp.where(first_failure, bad_leaf.astype(jnp.int32), state.health.bad_leaf),
+            bad_loss=jnp.where(
+                first_failure, value.astype(state.health.bad_loss.dtype), state.health.bad_loss
+            ),
+        )
+        kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new[:-1], state[:-1])
+        return TrainState(*kept, health), value
+
+    return one_step
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def accuracy(pred, target):
+    """Fraction of rows whose argmax matches the label (integer labels or one-hot rows)."""
+    labels = target if jnp.issubdtype(target.dtype, jnp.integer) else jnp.argmax(target, -1)
+    return jnp.mean(jnp.argmax(pred, axis=-1) == labels)
+
+
+def make_eval_step(model: Layer, loss: Loss, metric=accuracy, metric_name="accuracy"):
+    """Jit-compiled `(params, model_state, x, y) -> {"loss": L, metric_name: m}` (train=False)."""
+
+    def evaluate(params, model_state, x, y):
+        pred, _, _ = model.forward(params, model_state, x, train=False)
+        value, _ = loss.forward(pred, y)
+        out = {"loss": value}
+        if metric is not None:
+            out[metric_name] = metric(pred, y)
+        return out
+
+    return jax.jit(evaluate)
+
+
+def _evaluate(eval_step, params, model_state, x, y, batch_size):
+    """Metrics averaged over the whole set, in chunks of `batch_size` (weighted by size)."""
+    n = len(x)
+    totals = {}
+    for start in range(0, n, batch_size):
+        out = eval_step(
+            params, model_state, x[start : start + batch_size], y[start : start + batch_size]
+        )
+        m = min(batch_size, n - start)
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * m
+    return {k: v / n for k, v in totals.items()}
+
+
+# ----------------------------------------------------------------------------------- fit
+
+
+class FitResult(NamedTuple):
+    """What `fit` returns: the final `train_state`, its `params` and `model_state`, the
+    number of steps done, and the metrics `history` ({"train": [...], "eval": [...]})."""
+
+    params: Any
+    model_state: Any
+    train_state: TrainState
+    step: int
+    history: dict
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _epoch_rows(data_key, epochs, n, per_epoch, batch_size):
+    """Minibatch rows (len(epochs)·per_epoch, batch_size) of the given epochs, computed on the
+    device: epoch e uses permutation(fold_in(data_key, e), n), cut into per_epoch batches."""
+
+    def rows(epoch):
+        perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+        return perm[: per_epoch * batch_size].reshape(per_epoch, batch_size).astype(jnp.int32)
+
+    return jnp.concatenate([rows(epochs[j]) for j in range(epochs.shape[0])])
+
+
+class _Batches:
+    """The minibatch rows of every step, as windows of a device array.
+
+    Epoch e uses the permutation of `fold_in(data_key, e)`; each epoch has n // batch_size
+    steps (the last incomplete batch is dropped). The rows depend only on the key and the
+    step, which is what makes a resumed run see the same batches as an uninterrupted one.
+    To keep the host out of the per-step path, the rows of epochs e and e+1 are computed on the
+    device as one (2·steps_per_epoch, batch) array; a call of K steps passes its start index.
+    """
+
+    def __init__(self, data_key, n, batch_size):
+        self.key, self.n, self.batch_size = data_key, n, batch_size
+        self.per_epoch = n // batch_size
+        self.epoch, self.stream = None, None
+
+    def _rows(self, epochs):
+        epochs = np.asarray(epochs, np.uint32)
+        return _epoch_rows(self.key, epochs, self.n, self.per_epoch, self.batch_size)
+
+    def window(self, step, count):
+        """(stream, start): the rows of steps step .. step+count−1 are stream[start:start+count]."""
+        epoch, i = divmod(step, self.per_epoch)
+        if i + count > 2 * self.per_epoch:  # more steps per call than an epoch holds
+            last = epoch + (i + count - 1) // self.per_epoch
+            rows = self._rows(list(range(epoch, last + 1)))
+            return rows[i : i + count], 0
+        if self.epoch != epoch:
+            self.stream = self._rows([epoch, epoch + 1])
+            self.epoch = epoch
+        return self.stream, i
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _leaf_name(params, index: int) -> str:
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return f"params{paths[index]}" if 0 <= index < len(paths) else "(none: only the loss)"
+
+
+def _multiple(name, value, k):
+    if value is not None and value % k:
+        raise ValueError(f"fit: {name}={value} must be a multiple of steps_per_call={k}")
+
+
+def fit(
+    model: Layer,
+    loss: Loss,
+    optimizer,
+    train_data,
+    *,
+    key,
+    steps: int,
+    batch_size: int = 32,
+    eval_data=None,
+    eval_every: int | None = None,
+    metric: Callable | None = accuracy,
+    metric_name: str = "accuracy",
+    eval_batch_size: int = 1024,
+    log_every: int | None = None,
+    steps_per_call: int = 1,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
+    keep: int = 3,
+    resume: bool = True,
+    history_path=None,
+    progress: bool = True,
+    callback: Callable | None = None,
+    dtype=None,
+) -> FitResult:
+    """Train `model` on `train_data = (x, y)` for `steps` minibatch steps.
+
+    - Batches: each epoch is a fresh permutation drawn from `key` (so the run is fully
+      determined by `key`); the last incomplete batch of an epoch is dropped.
+    - Evaluation: every `eval_every` steps and at the end, on `eval_data = (x, y)`: the loss
+      and `metric(pred, y)` (default: accuracy), recorded as `history["eval"]`.
+    - Logging: every `log_every` steps (default ≈ steps/100) the mean training loss since the
+      last log (and the seconds since this call started) goes to `history["train"]`, the
+      progress bar and `callback(step, record)`. `history_path` (default
+      `checkpoint_dir/history.json`) is rewritten atomically at every evaluation, every
+      checkpoint and at the end.
+    - Checkpoints: with `checkpoint_dir`, the training state, the data key and the history are
+      saved every `checkpoint_every` steps and at the end (atomic, verified on load; newest
+      `keep` kept). With `resume=True` an existing checkpoint there is loaded and training
+      continues from its step, to bitwise the same result as an uninterrupted run.
+    - Divergence: a non-finite loss or gradient raises `DivergenceError` naming the step and
+      the first non-finite gradient leaf; no checkpoint is written after it.
+    - Speed: `steps_per_call=K` runs K steps per compiled call (`eval_every`, `log_every` and
+      `checkpoint_every` must then be multiples of K).
+    """
+    x_train, y_train = (np.asarray(a) for a in train_data)
+    n = len(x_train)
+    if len(y_train) != n:
+        raise ValueError(f"fit: x has {n} rows but y has {len(y_train)}")
+    if batch_size > n:
+        raise ValueError(f"fit: batch_size={batch_size} is larger than the {n} training rows")
+    k = steps_per_call
+    log_every = log_every or max(k, (max(steps // 100, 1) + k - 1) // k * k)
+    if eval_data is not None and eval_every is None:
+        eval_every = log_every * 10
+    for name, value in [
+        ("log_every", log_every),
+        ("eval_every", eval_every),
+        ("checkpoint_every", checkpoint_every),
+    ]:
+        _multiple(name, value, k)
+    if checkpoint_dir is not None and checkpoint_every is None:
+        checkpoint_every = log_every * 10
+    if history_path is None and checkpoint_dir is not None:
+        history_path = Path(checkpoint_dir) / "history.json"
+
+    init_key, data_key = jax.random.split(key)
+    state = init_train_state(model, optimizer, init_key, x_train.shape[1:], dtype)
+    float_dtype = jax.tree.leaves(state.params)[0].dtype if jax.tree.leaves(state.params) else None
+    if float_dtype is not None and jnp.issubdtype(x_train.dtype, jnp.floating):
+        x_train = x_train.astype(float_dtype)
+    history = {"train": [], "eval": []}
+    config = {"batch_size": batch_size, "steps_per_call": k, "n_train": n}
+
+    # resume from the newest checkpoint, verified against the fresh state's structure
+    found = ckpt.latest(checkpoint_dir) if (checkpoint_dir is not None and resume) else None
+    if found is not None:
+        tree, meta = ckpt.load(found, like={"train_state": state, "data_key": data_key})
+        for name, value in config.items():
+            if meta["config"].get(name) != value:
+                raise ckpt.CheckpointError(
+                    f"fit: checkpoint {found} was made with {name}={meta['config'].get(name)}, "
+                    f"this run has {name}={value}; resuming would change the batches"
+                )
+        state, data_key, history = tree["train_state"], tree["data_key"], meta["history"]
+    start = int(state.step)
+
+    run = _cached(_compiled_run, model, loss, optimizer, clip_norm, clip_value)
+    x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
+    eval_step = (
+        _cached(_compiled_eval, model, loss, metric, metric_name) if eval_data is not None else None
+    )
+
+    def do_eval(step):
+        ex, ey = eval_data
+        ex = np.asarray(ex)
+        if float_dtype is not None and jnp.issubdtype(ex.dtype, jnp.floating):
+            ex = ex.astype(float_dtype)
+        record = {
+            "step": step,
+            **_evaluate(
+                eval_step, state.params, state.model_state, ex, np.asarray(ey), eval_batch_size
+            ),
+        }
+        history["eval"].append(record)
+        return record
+
+    def check_health():
+        if bool(state.health.ok):
+            return
+        bad_step = int(state.health.bad_step)
+        leaf = _leaf_name(state.params, int(state.health.bad_leaf))
+        value = float(state.health.bad_loss)
+        last = ckpt.latest(checkpoint_dir) if checkpoint_dir is not None else None
+        if history_path is not None:
+            _write_json_atomic(Path(history_path), history)
+        raise DivergenceError(
+            f"fit: training diverged at step {bad_step}: loss = {value}, first non-finite "
+            f"gradient leaf: {leaf}. The state is frozen at step {bad_step} (last good); "
+            + (f"last good checkpoint: {last}. " if last else "no checkpoint was written. ")
+            + "Lower the learning rate or clip the gradients (clip_norm=...).",
+            step=bad_step,
+            leaf=leaf,
+            loss=value,
+            history=history,
+            train_state=state,
+        )
+
+    def save_checkpoint(step):
+        ckpt.save(
+            checkpoint_dir,
+            step,
+            {"train_state": state, "data_key": data_key},
+            metadata={"history": history, "config": config},
+            keep=keep,
+        )
+
+    bar = _progress_bar(progress, steps, start)
+    batches, pending, t0 = _Batches(data_key, n, batch_size), [], time.perf_counter()
+    postfix = {}
+    step = start
+    try:
+        while step < steps:
+            count = min(k, steps - step)
+            stream, start_row = batches.window(step, count)
+            state, losses = run(state, x_dev, y_dev, stream, start_row, count=count)
+            pending.append(losses)
+            step += count
+            bar.update(count)
+            done = step >= steps
+            eval_now = eval_step is not None and (done or step % eval_every == 0)
+            if done or eval_now or step % log_every == 0:
+                check_health()
+                mean_loss = float(jnp.mean(jnp.concatenate(pending)))  # one transfer
+                pending = []
+                record = {"step": step, "loss": mean_loss, "time": time.perf_counter() - t0}
+                history["train"].append(record)
+                postfix["loss"] = f"{mean_loss:.4g}"
+                if eval_now:
+                    ev = do_eval(step)
+                    postfix[metric_name if metric is not None else "eval_loss"] = (
+                        f"{ev.get(metric_name, ev['loss']):.4g}"
+                    )
+                bar.set_postfix(postfix, refresh=False)
+                if callback is not None:
+                    callback(step, record)
+            save_now = checkpoint_dir is not None and (done or step % checkpoint_every == 0)
+            if save_now:
+                check_health()
+                save_checkpoint(step)
+            if history_path is not None and (done or eval_now or save_now):
+                _write_json_atomic(Path(history_path), history)
+    finally:
+        bar.close()
+    return FitResult(state.params, state.model_state, state, step, history)
+
+
+def _cached(fn, *args):
+    """fn(*args) through its cache, or uncached when an argument is not hashable."""
+    try:
+        return fn(*args)
+    except TypeError as e:
+        if "unhashable" not in str(e):
+            raise
+        return fn.__wrapped__(*args)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_run(model, loss, optimizer, clip_norm, clip_value):
+    """fit's compiled call `(state, x_all, y_all, stream, start, count=K) -> (state, losses)`:
+    K steps whose minibatches are the rows stream[start], ..., stream[start+K−1] (each a
+    (batch,) index vector into x_all), sliced and gathered on the device.
+
+    Cached on its arguments, so repeated `fit` calls with the same model, loss and optimizer
+    objects reuse one compilation.
+    """
+    one = make_train_step(
+        model, loss, optimizer, clip_norm=clip_norm, clip_value=clip_value, jit=False
+    )
+
+    def run(state, x_all, y_all, stream, start, *, count):
+        idx = jax.lax.dynamic_slice_in_dim(stream, start, count)  # (K, batch) row indices
+        if count == 1:  # one step: no loop around it
+            state, value = one(state, x_all[idx[0]], y_all[idx[0]])
+            return state, value[None]
+
+        def body(s, rows):
+            return one(s, x_all[rows], y_all[rows])
+
+        return jax.lax.scan(body, state, idx)
+
+    return jax.jit(run, donate_argnums=(0,), static_argnames=("count",))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_eval(model, loss, metric, metric_name):
+    return make_eval_step(model, loss, metric, metric_name)
+
+
+def _progress_bar(enabled, total, initial):
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # tqdm is optional: no bar without it
+            enabled = False
+    if not enabled:
+        return _NoBar()
+    return tqdm(total=total, initial=initial, unit="step", desc="fit", dynamic_ncols=True)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
