@@ -45,6 +45,7 @@ import numpy as np
 import jaxbp
 from experiments import common
 
+PAUSE = 0.02  # seconds of rest before each timed measurement (see interleaved_times)
 LR = 1e-3  # SGD learning rate of the train-step measurements (its value does not matter here)
 
 
@@ -153,10 +154,10 @@ def _torch_mlp(Ws, bs, x, y, classify: bool):
         else:
             loss = 0.5 * ((z - yt) ** 2).sum() / z.shape[0]
         loss.backward()
-        return loss
+        return loss, [(W.grad, b.grad) for W, b in zip(Wt, bt, strict=True)]
 
     def sgd():
-        loss = step()
+        loss, _ = step()
         with torch.no_grad():
             for p in params:
                 p -= LR * p.grad
@@ -239,6 +240,36 @@ def workloads(size: str) -> list[Workload]:
 
 
 # ------------------------------------------------------------------------------ measuring
+
+
+def reference_errors(prob: Problem) -> dict:
+    """Largest relative difference of the NumPy and PyTorch losses and gradients from jaxbp's
+    (float32): the references must compute the same thing before their times mean anything.
+
+    Both references return (loss, [(dW, db) per Dense layer]); jaxbp's Dense gradients are the
+    dict entries of its per-layer gradient tuple.
+    """
+    value, grads, _ = jaxbp.value_and_grad(prob.model, prob.loss)(
+        prob.params, prob.state, prob.x, prob.y
+    )
+    ref = [np.asarray(value)] + [
+        np.asarray(g[k]) for g in grads if isinstance(g, dict) for k in ("W", "b")
+    ]
+    out = {}
+    for name, step in (("numpy", prob.numpy_step), ("torch", prob.torch_step)):
+        if step is None:
+            continue
+        loss, pairs = step()
+        got = [np.asarray(_to_numpy(loss))] + [_to_numpy(t) for pair in pairs for t in pair]
+        out[name] = max(
+            float(np.max(np.abs(g - r)) / (np.max(np.abs(r)) + 1e-30))
+            for g, r in zip(got, ref, strict=True)
+        )
+    return out
+
+
+def _to_numpy(t):
+    return t.detach().numpy() if hasattr(t, "detach") else np.asarray(t)
 
 
 def jax_methods(prob: Problem):
@@ -331,14 +362,18 @@ def _carried(call, params, data):
 
 
 def _block(value):
-    if isinstance(value, jax.Array | tuple | list | dict):
+    """Wait for JAX results (asynchronous dispatch); NumPy and PyTorch results are ready."""
+    if any(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(value)):
         jax.block_until_ready(value)
     return value
 
 
-def interleaved_times(methods: dict, rounds: int, min_time: float):
-    """Median seconds per call of each method; all methods timed in every round, in a rotated
-    order, each for at least `min_time` seconds. Returns (medians, per-round times)."""
+def interleaved_times(methods: dict, rounds: int, min_time: float, seed: int = 0):
+    """Median seconds per call of each method; all methods timed in every round, in a shuffled
+    order, each for at least `min_time` seconds. Returns (medians, per-round times).
+
+    A short pause separates two measurements: BLAS and OpenMP worker threads spin for a while
+    after a call, and would otherwise slow down whichever method comes next."""
     names = list(methods)
     reps = {}
     for name in names:  # compile and warm up, then size the repetitions
@@ -347,9 +382,11 @@ def interleaved_times(methods: dict, rounds: int, min_time: float):
         _block(methods[name]())
         reps[name] = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-6)))
     per_round = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            fn = methods[name]
+    rng = np.random.default_rng(seed)
+    for _ in range(rounds):
+        for i in rng.permutation(len(names)):
+            name, fn = names[i], methods[names[i]]
+            time.sleep(PAUSE)
             t0 = time.perf_counter()
             for _ in range(reps[name]):
                 _block(fn())
@@ -371,8 +408,10 @@ def measure(workload: Workload, rounds: int, min_time: float, ks: list[int]) -> 
         methods["numpy"] = prob.numpy_step
     if prob.torch_step is not None:
         methods["torch"] = prob.torch_step
+    errors = reference_errors(prob)
     times, per_round = interleaved_times(methods, rounds, min_time)
     row = {
+        "reference_max_rel_error": errors,
         "name": workload.name,
         "family": workload.family,
         **workload.info,

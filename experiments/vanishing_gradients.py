@@ -346,7 +346,7 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_true", help=argparse_hidden())
     args = p.parse_args(argv)
     if args.tiny:  # for the test suite: seconds
-        cfg = dict(depths=[2, 4], width=16, seeds=1, batch=32, glorot_width=32, he_depth=4,
+        cfg = dict(depths=[2, 4], width=32, seeds=1, batch=32, glorot_width=32, he_depth=4,
                    train_depth=3, train_width=16, epochs=2)  # fmt: skip
     elif args.quick:
         cfg = dict(depths=[5, 10, 20], width=128, seeds=2, batch=128, glorot_width=1000,
