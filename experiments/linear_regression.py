@@ -109,7 +109,9 @@ def main(argv=None):
     with jax.enable_x64(True):
         X, Y = article_data()
         verbatim_error = run_article_code_verbatim(X, Y)
-        bad_w, bad_b, bad_history = run_article_with_shapes_mended(X, Y, args.alpha, args.iterations)
+        bad_w, bad_b, bad_history = run_article_with_shapes_mended(
+            X, Y, args.alpha, args.iterations
+        )
         w_ls, b_ls = least_squares(X, Y)
         horizon = max(20 * args.iterations, 20000)
         ws, bs, values = gradient_descent(X, Y, args.alpha, horizon)
@@ -125,12 +127,16 @@ def main(argv=None):
         "iterations": args.iterations,
         "article_code_verbatim": verbatim_error,
         "article_shapes_mended": {
-            "w": bad_w, "b": bad_b, "mse": bad_history[-1],
+            "w": bad_w,
+            "b": bad_b,
+            "mse": bad_history[-1],
             "note": "sigmoid derivative of a linear output, no error term: Y is never used",
         },
         "least_squares": {"w": w_ls, "b": b_ls, "mse": mse_ls},
         "gradient_descent": {
-            "w": float(ws[k]), "b": float(bs[k]), "mse": float(2 * values[k]),
+            "w": float(ws[k]),
+            "b": float(bs[k]),
+            "mse": float(2 * values[k]),
             "distance_to_least_squares": float(dist[k]),
         },
         "iterations_to_reach_least_squares_within_1e-4": iterations_to_1e4,
@@ -141,14 +147,22 @@ def main(argv=None):
     ax1.scatter(X, Y, s=10, color="0.6", label="data (Y = 2X + noise)")
     grid = np.array([-1.0, 1.0])
     ax1.plot(grid, w_ls * grid + b_ls, "k-", label=f"least squares w={w_ls:.3f} b={b_ls:.3f}")
-    ax1.plot(grid, ws[k] * grid + bs[k], "C0--",
-             label=f"manual backprop, {args.iterations} it: w={ws[k]:.3f} b={bs[k]:.3f}")
-    ax1.plot(grid, bad_w * grid + bad_b, "C3:", label=f"article's gradient: w={bad_w:.2f} b={bad_b:.2f}")
+    ax1.plot(
+        grid,
+        ws[k] * grid + bs[k],
+        "C0--",
+        label=f"manual backprop, {args.iterations} it: w={ws[k]:.3f} b={bs[k]:.3f}",
+    )
+    ax1.plot(
+        grid, bad_w * grid + bad_b, "C3:", label=f"article's gradient: w={bad_w:.2f} b={bad_b:.2f}"
+    )
     ax1.legend(fontsize=8)
     ax1.set_title("Linear regression, the article's data")
     ax2.semilogy(np.arange(1, horizon + 1), dist, "C0")
     ax2.axhline(1e-4, color="k", lw=0.8, ls=":")
-    ax2.axvline(args.iterations, color="0.5", lw=0.8, ls="--", label=f"{args.iterations} iterations")
+    ax2.axvline(
+        args.iterations, color="0.5", lw=0.8, ls="--", label=f"{args.iterations} iterations"
+    )
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("max(|w − w*|, |b − b*|)")
     ax2.set_title(f"Gradient descent, α = {args.alpha}")
@@ -156,10 +170,14 @@ def main(argv=None):
     common.save_figure(fig, out / "linear_regression.png")
 
     print(f"article's code as written: {verbatim_error}")
-    print(f"article's gradient (shapes mended): w={bad_w:.4f} b={bad_b:.4f} mse={bad_history[-1]:.4f}")
+    print(
+        f"article's gradient (shapes mended): w={bad_w:.4f} b={bad_b:.4f} mse={bad_history[-1]:.4f}"
+    )
     print(f"least squares:                      w={w_ls:.6f} b={b_ls:.6f} mse={mse_ls:.4f}")
-    print(f"manual backprop, {args.iterations} iterations:  w={ws[k]:.6f} b={bs[k]:.6f} "
-          f"(distance {dist[k]:.2e})")
+    print(
+        f"manual backprop, {args.iterations} iterations:  w={ws[k]:.6f} b={bs[k]:.6f} "
+        f"(distance {dist[k]:.2e})"
+    )
     print(f"iterations to reach least squares within 1e-4: {iterations_to_1e4}")
     return result
 

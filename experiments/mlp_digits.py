@@ -96,8 +96,8 @@ def main(argv=None):
 
     diff = np.abs(runs["manual"]["curve"] - runs["autodiff"]["curve"])
     result = {
-        "model": "MLP 64-128-128-10, ReLU, He init; Adam lr %g, batch %d, %d epochs, float64"
-        % (args.lr, args.batch, epochs),
+        "model": f"MLP 64-128-128-10, ReLU, He init; Adam lr {args.lr:g}, batch {args.batch}, "
+        f"{epochs} epochs, float64",
         "test_accuracy_manual": runs["manual"]["test_accuracy"],
         "test_accuracy_autodiff": runs["autodiff"]["test_accuracy"],
         "train_accuracy_manual": runs["manual"]["train_accuracy"],
@@ -123,8 +123,10 @@ def main(argv=None):
     ax2.set_title(f"max difference {result['max_loss_curve_difference']:.1e}")
     common.save_figure(fig, out / "mlp_digits.png")
 
-    print(f"test accuracy: manual {result['test_accuracy_manual']:.4f}, "
-          f"autodiff {result['test_accuracy_autodiff']:.4f}")
+    print(
+        f"test accuracy: manual {result['test_accuracy_manual']:.4f}, "
+        f"autodiff {result['test_accuracy_autodiff']:.4f}"
+    )
     print(f"max |loss_manual − loss_autodiff| over {diff.size} steps: {diff.max():.2e}")
     return result
 

@@ -190,8 +190,12 @@ def _finite_differences(phi, args, grads, rng, points, eps):
     out = {}
     for pos, i in enumerate(chosen):
         rows = [k for k, (p, _) in enumerate(picks) if p == pos]
-        manual = np.asarray(flat_grads[i]).ravel()[[picks[k][1] for k in rows]]
-        out[named[i][0]] = (manual, fd[rows])
+        flat_index = [picks[k][1] for k in rows]
+        manual = np.asarray(flat_grads[i]).ravel()[flat_index]
+        where_in_leaf = [
+            tuple(int(v) for v in np.unravel_index(j, flat_args[i].shape)) for j in flat_index
+        ]
+        out[named[i][0]] = (manual, fd[rows], where_in_leaf)
     return out
 
 
@@ -261,12 +265,14 @@ def check_vjp(
 
         def phi(a):
             o = f(a)
-            return sum(jnp.vdot(c, x) for c, x in zip(jax.tree.leaves(cotangent), jax.tree.leaves(o)))
+            return sum(
+                jnp.vdot(c, x) for c, x in zip(jax.tree.leaves(cotangent), jax.tree.leaves(o))
+            )
 
-        for leaf_name, (m, fd) in _finite_differences(
-            phi, args, manual, rng, fd_points, fd_eps
-        ).items():
-            results.append(_compare(leaf_name, "finite diff", m, fd, FD_RTOL))
+        fd_results = _finite_differences(phi, args, manual, rng, fd_points, fd_eps)
+        for leaf_name, (m, fd, where) in fd_results.items():
+            result = _compare(leaf_name, "finite diff", m, fd, FD_RTOL)
+            results.append(result._replace(worst_index=where[result.worst_index[0]]))
 
     report = Report(name, dtype_name, jit, tuple(results), tuple(problems))
     if raise_on_fail and not report.ok:
@@ -347,7 +353,10 @@ def check_layer(
 
 
 def check_ops(forward, backward, params, x, *, name="op", dtype=jnp.float64, **kwargs) -> Report:
-    """Check an op pair `forward(params, x) -> (y, res)`, `backward(params, res, dy) -> (dp, dx)`."""
+    """Check an op pair `forward(params, x) -> (y, res)`, `backward(params, res, dy) -> (dp, dx)`.
+
+    `x` carries the batch axis.
+    """
 
     def init(key, in_shape):
         return None, params, ()
@@ -464,11 +473,18 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         row = {}
         status = "ok"
-        for label, dtype, jit in (("f64", jnp.float64, False), ("f64jit", jnp.float64, True),
-                                  ("f32", jnp.float32, True)):
+        for label, dtype, jit in (
+            ("f64", jnp.float64, False),
+            ("f64jit", jnp.float64, True),
+            ("f32", jnp.float32, True),
+        ):
             try:
                 report = run_case(
-                    case, seed=args.seed, dtype=dtype, jit=jit, finite_diff=not jit,
+                    case,
+                    seed=args.seed,
+                    dtype=dtype,
+                    jit=jit,
+                    finite_diff=not jit,
                     raise_on_fail=False,
                 )
             except Exception as e:  # noqa: BLE001 - a crash is a failure to report, not to hide
@@ -479,7 +495,9 @@ def main(argv=None) -> int:
                 status = f"FAIL ({label})\n{report}"
                 break
         errs = {k: r.max_rel_err for k, r in row.items()}
-        vjp = max((e.get("jax.vjp", math.nan) for k, e in errs.items() if k != "f32"), default=math.nan)
+        vjp = max(
+            (e.get("jax.vjp", math.nan) for k, e in errs.items() if k != "f32"), default=math.nan
+        )
         fd = errs.get("f64", {}).get("finite diff", math.nan)
         f32 = errs.get("f32", {}).get("jax.vjp", math.nan)
         print(

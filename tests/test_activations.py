@@ -47,8 +47,16 @@ def test_relu_kink_agrees_with_jax():
 
 @pytest.mark.parametrize(
     "make",
-    [jaxbp.Sigmoid, jaxbp.Tanh, jaxbp.Softplus, jaxbp.Silu, jaxbp.Gelu, jaxbp.Elu, jaxbp.Softmax,
-     jaxbp.LogSoftmax],
+    [
+        jaxbp.Sigmoid,
+        jaxbp.Tanh,
+        jaxbp.Softplus,
+        jaxbp.Silu,
+        jaxbp.Gelu,
+        jaxbp.Elu,
+        jaxbp.Softmax,
+        jaxbp.LogSoftmax,
+    ],
 )
 def test_finite_for_huge_inputs_float32(make):
     layer = make()
@@ -66,9 +74,7 @@ def test_softmax_backward_is_jacobian_product():
     np.testing.assert_allclose(act.softmax_backward(a, da)[0], da[0] @ jac, rtol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "make, arg", [(jaxbp.LeakyRelu, -0.1), (jaxbp.Elu, 0.0), (jaxbp.Elu, "1")]
-)
+@pytest.mark.parametrize("make, arg", [(jaxbp.LeakyRelu, -0.1), (jaxbp.Elu, 0.0), (jaxbp.Elu, "1")])
 def test_invalid_hyperparameters(make, arg):
     with pytest.raises(ValueError, match=make.__name__):
         make(arg)

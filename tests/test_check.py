@@ -28,8 +28,12 @@ def test_right_backward_passes():
     report = check.check_layer(_square_layer(), (4,))
     assert report.ok
     refs = {(r.leaf, r.reference) for r in report.results}
-    assert refs == {("params['s']", "jax.vjp"), ("params['s']", "finite diff"),
-                    ("x", "jax.vjp"), ("x", "finite diff")}
+    assert refs == {
+        ("params['s']", "jax.vjp"),
+        ("params['s']", "finite diff"),
+        ("x", "jax.vjp"),
+        ("x", "finite diff"),
+    }
 
 
 def test_wrong_backward_is_caught_with_leaf_and_values():
@@ -61,9 +65,9 @@ def test_dtype_drift_is_reported():
 
 
 def test_check_ops_on_op_pairs():
-    from jaxbp.layers import dense
-
     import jax
+
+    from jaxbp.layers import dense
 
     params = dense.init(jax.random.key(1), 3, 2)
     assert check.check_ops(dense.forward, dense.backward, params, np.ones((4, 3)), name="dense").ok

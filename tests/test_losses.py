@@ -61,8 +61,11 @@ def test_huge_logits_value_is_right():
 
 
 def test_loss_gradients_pass_check_at_large_logits():
-    check.check_loss(losses.softmax_cross_entropy(), 300 * np.random.default_rng(0).normal(size=(4, 5)),
-                     np.array([0, 1, 2, 3]))
+    check.check_loss(
+        losses.softmax_cross_entropy(),
+        300 * np.random.default_rng(0).normal(size=(4, 5)),
+        np.array([0, 1, 2, 3]),
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,12 +73,24 @@ def test_loss_gradients_pass_check_at_large_logits():
     [
         (losses.mse(), jnp.ones((2, 3)), jnp.ones((2, 4)), r"mse.*\(2, 3\).*\(2, 4\)"),
         (losses.half_mse(), jnp.ones((2, 3), jnp.int32), jnp.ones((2, 3)), "half_mse.*int"),
-        (losses.softmax_cross_entropy(), jnp.ones((2, 3)), jnp.zeros((3,), jnp.int32),
-         r"labels must have shape \(2,\)"),
-        (losses.softmax_cross_entropy(), jnp.ones((2, 3)), jnp.zeros((2, 4)),
-         r"\(2, 3\).*\(2, 4\)"),
-        (losses.softmax_cross_entropy(), jnp.ones((3,)), jnp.zeros((3,), jnp.int32),
-         r"\(batch, classes\)"),
+        (
+            losses.softmax_cross_entropy(),
+            jnp.ones((2, 3)),
+            jnp.zeros((3,), jnp.int32),
+            r"labels must have shape \(2,\)",
+        ),
+        (
+            losses.softmax_cross_entropy(),
+            jnp.ones((2, 3)),
+            jnp.zeros((2, 4)),
+            r"\(2, 3\).*\(2, 4\)",
+        ),
+        (
+            losses.softmax_cross_entropy(),
+            jnp.ones((3,)),
+            jnp.zeros((3,), jnp.int32),
+            r"\(batch, classes\)",
+        ),
         (losses.sigmoid_binary_cross_entropy(), jnp.ones((2, 1)), jnp.ones((2,)), r"\(2, 1\)"),
     ],
 )

@@ -17,8 +17,11 @@ def _violations(source: str) -> list[str]:
             if isinstance(base, ast.Name) and base.id == "jax":
                 found.append(f"line {node.lineno}: jax.{node.attr}")
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "jax":
-            found += [f"line {node.lineno}: from {node.module} import {a.name}"
-                      for a in node.names if a.name in FORBIDDEN]
+            found += [
+                f"line {node.lineno}: from {node.module} import {a.name}"
+                for a in node.names
+                if a.name in FORBIDDEN
+            ]
     return found
 
 

@@ -2,9 +2,9 @@
 Hessian-vector products, and compare with jax.hessian and jvp-of-grad (float64)."""
 
 import jax
-from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import jaxbp
 from jaxbp import losses

@@ -33,8 +33,15 @@ def layer_case(name: str, build: Callable) -> Case:
         opts = rest[0] if rest else {}
         x = opts["x"](rng, batch) if "x" in opts else None
         return check.check_layer(
-            layer, in_shape, batch=batch, x=x, train=opts.get("train", False),
-            seed=_seed(rng), dtype=dtype, jit=jit, **kwargs,
+            layer,
+            in_shape,
+            batch=batch,
+            x=x,
+            train=opts.get("train", False),
+            seed=_seed(rng),
+            dtype=dtype,
+            jit=jit,
+            **kwargs,
         )
 
     return Case(name, "layer", run)
@@ -57,8 +64,15 @@ def model_case(name: str, build: Callable) -> Case:
         model, loss, x, y, *rest = build(rng, batch)
         opts = rest[0] if rest else {}
         return check.check_model(
-            model, loss, x, y, train=opts.get("train", True), seed=_seed(rng), dtype=dtype,
-            jit=jit, **kwargs,
+            model,
+            loss,
+            x,
+            y,
+            train=opts.get("train", True),
+            seed=_seed(rng),
+            dtype=dtype,
+            jit=jit,
+            **kwargs,
         )
 
     return Case(name, "model", run)

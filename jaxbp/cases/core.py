@@ -52,7 +52,9 @@ def _residual(rng):
 
 
 def _parallel(rng):
-    heads = jaxbp.parallel(jaxbp.Dense(size(rng, 1, 4)), jaxbp.serial(jaxbp.Dense(3), jaxbp.Sigmoid()))
+    heads = jaxbp.parallel(
+        jaxbp.Dense(size(rng, 1, 4)), jaxbp.serial(jaxbp.Dense(3), jaxbp.Sigmoid())
+    )
     return jaxbp.serial(jaxbp.Dense(size(rng, 1, 5)), jaxbp.Relu(), heads), (size(rng, 1, 5),)
 
 
@@ -78,7 +80,11 @@ def _ce_labels(rng, batch):
 def _ce_probs(rng, batch):
     classes = size(rng, 2, 7)
     t = rng.random((batch, classes))
-    return losses.softmax_cross_entropy(), 3 * rng.normal(size=(batch, classes)), t / t.sum(1, keepdims=True)
+    return (
+        losses.softmax_cross_entropy(),
+        3 * rng.normal(size=(batch, classes)),
+        t / t.sum(1, keepdims=True),
+    )
 
 
 def _bce(rng, batch):
@@ -104,7 +110,9 @@ def _mlp_regression(rng, batch):
 def _multi_task_model(rng, batch):
     d, classes = size(rng, 1, 6), size(rng, 2, 5)
     model = jaxbp.serial(
-        jaxbp.Dense(size(rng, 2, 8)), jaxbp.Tanh(), jaxbp.parallel(jaxbp.Dense(classes), jaxbp.Dense(1))
+        jaxbp.Dense(size(rng, 2, 8)),
+        jaxbp.Tanh(),
+        jaxbp.parallel(jaxbp.Dense(classes), jaxbp.Dense(1)),
     )
     loss = losses.multi_task(losses.softmax_cross_entropy(), losses.mse(), weights=(1.0, 0.5))
     x = rng.normal(size=(batch, d))

@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from jaxbp import init as initializers
 from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
