@@ -175,6 +175,7 @@ def mlp_problem(dims: tuple[int, ...], batch: int, classify: bool, seed: int = 0
     loss = jaxbp.losses.softmax_cross_entropy() if classify else jaxbp.losses.half_mse()
     k_init, k_x, k_y = jax.random.split(jax.random.key(seed), 3)
     _, params, state = model.init(k_init, (dims[0],))
+    params = jax.tree.map(lambda a: a.astype(jnp.float32), params)  # float32 even under x64
     x = jax.random.normal(k_x, (batch, dims[0]), jnp.float32)
     if classify:
         y = jax.random.randint(k_y, (batch,), 0, dims[-1])
@@ -221,7 +222,7 @@ def small_mlp(batch: int) -> Workload:
 def workloads(size: str) -> list[Workload]:
     """The benchmark grid. Add CNN / RNN rows here: one `Workload` each."""
     if size == "tiny":
-        grid = dict(batches=[8], widths=[16, 32, 64], depths=[2, 4], base_width=32, base_depth=2)
+        grid = dict(batches=[8], widths=[16, 32], depths=[2, 3], base_width=16, base_depth=2)
     elif size == "quick":
         grid = dict(batches=[128], widths=[64, 256, 1024], depths=[2, 4, 8], base_width=256,
                     base_depth=4)  # fmt: skip
@@ -626,7 +627,7 @@ def main(argv=None):
             f" of matmul)  [{time.perf_counter() - t0:.0f}s]{extra}",
             flush=True,
         )
-    base = {"tiny": (32, 2), "quick": (256, 4), "full": (512, 4)}[size]
+    base = {"tiny": (16, 2), "quick": (256, 4), "full": (512, 4)}[size]
     fits = scaling_fits(rows, {r["batch"]: base for r in rows})
     checks = targets(rows, fits)
     figures = [
