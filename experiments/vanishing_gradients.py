@@ -26,7 +26,8 @@ Published findings checked (see docs/cost.md):
   layers) the variance halves per layer (2⁻ᴸ), with He's 2/n it stays constant.
 
 Part 2 — training. 20-layer sigmoid / tanh / ReLU MLPs on the digits data under each
-initialization, plain SGD, many minibatch steps per compiled call (lax.scan); we report the
+initialization, plain SGD (batch 32; the learning rate picked from a small list by the final
+training loss), many minibatch steps per compiled call (lax.scan); we report the
 test accuracy and whether the net learned (test accuracy ≥ 0.5; chance is 0.1).
 
 Run:
@@ -51,8 +52,6 @@ from jaxbp.layers import dense
 from jaxbp.layers.dense import Dense
 
 ACTIVATIONS = {"sigmoid": jaxbp.Sigmoid, "tanh": jaxbp.Tanh, "relu": jaxbp.Relu}
-LR = 0.1  # one SGD learning rate for every net (batch 32)
-
 INITS = {
     "classic": initializers.fan_in_uniform(),  # U[−1/√n, 1/√n], n·Var[W] = 1/3
     "xavier": initializers.xavier_uniform(),  # Var[W] = 2/(n_in + n_out) = 1/n when square
@@ -275,14 +274,14 @@ def he_check(depth, width, seeds, batch):
 
 
 @functools.cache
-def _trainer(activation, depth, width, in_dim, lr, batch):
+def _trainer(activation, depth, width, in_dim, batch):
     """Compiled (epoch, accuracy) for one architecture; every initialization reuses them."""
     model = jaxbp.serial(*mlp_layers(depth, width, 10, activation))
     state = tuple(() for _ in range(2 * depth + 1))
     step = jaxbp.models.loss_and_grad(model, jaxbp.losses.softmax_cross_entropy())
 
     @jax.jit
-    def epoch(params, x_tr, y_tr, key):
+    def epoch(params, x_tr, y_tr, key, lr):
         n_steps = x_tr.shape[0] // batch
         order = jax.random.permutation(key, x_tr.shape[0])[: n_steps * batch]
         xs = x_tr[order].reshape(n_steps, batch, -1)
@@ -306,7 +305,7 @@ def _trainer(activation, depth, width, in_dim, lr, batch):
 def train_deep(activation, w_init, *, depth, width, epochs, lr, batch, seed, data):
     """SGD on digits; one compiled call runs a whole epoch of minibatch steps (lax.scan)."""
     in_dim = data["x_train"].shape[1]
-    epoch, accuracy = _trainer(activation, depth, width, in_dim, lr, batch)
+    epoch, accuracy = _trainer(activation, depth, width, in_dim, batch)
     dense_params = init_params(jax.random.key(seed), depth, width, in_dim, 10, w_init)
     params = []
     for p in dense_params:
@@ -315,10 +314,15 @@ def train_deep(activation, w_init, *, depth, width, epochs, lr, batch, seed, dat
     x_tr, y_tr = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
     curve = []
     for k in jax.random.split(jax.random.key(seed + 1), epochs):
-        params, value = epoch(params, x_tr, y_tr, k)
+        params, value = epoch(params, x_tr, y_tr, k, lr)
         curve.append(float(value))
     test_acc = float(accuracy(params, jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])))
     return {"train_loss": curve, "test_accuracy": test_acc, "learned": test_acc >= 0.5}
+
+
+def _final_loss(run):
+    loss = run["train_loss"][-1]
+    return loss if np.isfinite(loss) else np.inf
 
 
 def plot_training(runs, path):
@@ -329,7 +333,7 @@ def plot_training(runs, path):
             ax.plot(
                 range(1, len(r["train_loss"]) + 1),
                 r["train_loss"],
-                label=f"{w_init} (test acc {r['test_accuracy']:.2f})",
+                label=f"{w_init}, lr {r['lr']:g} (test acc {r['test_accuracy']:.2f})",
             )
         ax.set_title(f"20-layer {act} MLP on digits")
         ax.set_xlabel("epoch")
@@ -347,14 +351,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.tiny:  # for the test suite: seconds
         cfg = dict(depths=[2, 4], width=32, seeds=1, batch=32, glorot_width=32, he_depth=4,
-                   train_depth=3, train_width=16, epochs=2)  # fmt: skip
+                   train_depth=3, train_width=16, epochs=2, lrs=[0.1])  # fmt: skip
     elif args.quick:
         cfg = dict(depths=[5, 10, 20], width=128, seeds=2, batch=128, glorot_width=1000,
-                   he_depth=20, train_depth=20, train_width=64, epochs=8)  # fmt: skip
+                   he_depth=20, train_depth=20, train_width=64, epochs=8, lrs=[0.1])  # fmt: skip
     else:
         cfg = dict(depths=[5, 10, 20, 30, 40, 50], width=256, seeds=5, batch=256,
                    glorot_width=1000, he_depth=30, train_depth=20, train_width=128,
-                   epochs=40)  # fmt: skip
+                   epochs=40, lrs=[0.01, 0.1])  # fmt: skip
     out = common.out_dir(args)
 
     maps = heat_maps(cfg["depths"], cfg["width"], cfg["seeds"], cfg["batch"])
@@ -369,15 +373,19 @@ def main(argv=None):
     runs = {}
     for act in ACTIVATIONS:
         for w_init in INITS:
-            runs[f"{act}/{w_init}"] = train_deep(
-                act, w_init, depth=cfg["train_depth"], width=cfg["train_width"],
-                epochs=cfg["epochs"], lr=LR, batch=32, seed=args.seed, data=data,
-            )  # fmt: skip
-            r = runs[f"{act}/{w_init}"]
-            print(
-                f"train {act:8s}{w_init:8s} loss {r['train_loss'][0]:.3f} -> "
-                f"{r['train_loss'][-1]:.3f}  test acc {r['test_accuracy']:.3f}"
-            )
+            per_lr = {}
+            for lr in cfg["lrs"]:
+                per_lr[str(lr)] = r = train_deep(
+                    act, w_init, depth=cfg["train_depth"], width=cfg["train_width"],
+                    epochs=cfg["epochs"], lr=lr, batch=32, seed=args.seed, data=data,
+                )  # fmt: skip
+                print(
+                    f"train {act:8s}{w_init:8s} lr {lr:<5} loss {r['train_loss'][0]:.3f} -> "
+                    f"{r['train_loss'][-1]:.3f}  test acc {r['test_accuracy']:.3f}"
+                )
+            # the learning rate is chosen on the final training loss, never on the test set
+            best = min(per_lr, key=lambda lr: _final_loss(per_lr[lr]))
+            runs[f"{act}/{w_init}"] = {**per_lr[best], "lr": float(best), "per_lr": per_lr}
     figures.append(str(plot_training(runs, out / "vanishing_training.png")))
 
     print(f"Glorot check (5 tanh layers of {cfg['glorot_width']}): gradient ratio")
@@ -412,7 +420,7 @@ def main(argv=None):
         "training": {
             "depth": cfg["train_depth"],
             "width": cfg["train_width"],
-            "lr": LR,
+            "lrs": cfg["lrs"],
             "batch": 32,
             "runs": runs,
         },  # fmt: skip
