@@ -9,6 +9,8 @@ import time
 EXPERIMENTS = [
     "experiments.linear_regression",
     "experiments.mlp_digits",
+    "experiments.vanishing_gradients",
+    "experiments.backprop_cost",
 ]
 
 

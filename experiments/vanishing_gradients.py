@@ -353,7 +353,7 @@ def main(argv=None):
         cfg = dict(depths=[2, 4], width=32, seeds=1, batch=32, glorot_width=32, he_depth=4,
                    train_depth=3, train_width=16, epochs=2, lrs=[0.1])  # fmt: skip
     elif args.quick:
-        cfg = dict(depths=[5, 10, 20], width=128, seeds=2, batch=128, glorot_width=1000,
+        cfg = dict(depths=[5, 10, 20], width=128, seeds=1, batch=128, glorot_width=1000,
                    he_depth=20, train_depth=20, train_width=64, epochs=8, lrs=[0.1])  # fmt: skip
     else:
         cfg = dict(depths=[5, 10, 20, 30, 40, 50], width=256, seeds=5, batch=256,
