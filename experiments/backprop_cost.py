@@ -658,7 +658,7 @@ def main(argv=None):
     p.add_argument("--only", default=None, help="run only workloads whose name contains this")
     args = p.parse_args(argv)
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
-    rounds = args.rounds or {"tiny": 2, "quick": 7, "full": 7}[size]
+    rounds = args.rounds or {"tiny": 2, "quick": 5, "full": 7}[size]
     min_time = {"tiny": 0.002, "quick": 0.05, "full": 0.1}[size]
     ks = {"tiny": [1, 4], "quick": [1, 16], "full": [1, 8, 64]}[size]
     grid = workloads(size)
