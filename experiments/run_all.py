@@ -11,6 +11,8 @@ EXPERIMENTS = [
     "experiments.mlp_digits",
     "experiments.optimizers",
     "experiments.train_overhead",
+    "experiments.vanishing_gradients",
+    "experiments.backprop_cost",
 ]
 
 
