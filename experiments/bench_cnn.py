@@ -13,7 +13,7 @@ strides. Times are medians over interleaved rounds (compile excluded); ratio = m
 autodiff, so < 1 means the manual backward is faster.
 
     python -m experiments.bench_cnn            # 7 rounds of 10 calls
-    python -m experiments.bench_cnn --quick    # 3 rounds of 5 calls
+    python -m experiments.bench_cnn --quick    # 3 rounds of 3 calls, 2-D models at batch 32
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def main(argv=None):
     p.add_argument("--only", default="", help="run benchmarks whose name contains this")
     args = p.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 7)
-    repeat = args.repeat or (5 if args.quick else 10)
+    repeat = args.repeat or (3 if args.quick else 10)
     out = common.out_dir(args)
 
     t0 = time.perf_counter()
@@ -121,6 +121,8 @@ def main(argv=None):
     for name, (build, in_shape, batch) in BENCHMARKS.items():
         if args.only.lower() not in name.lower():
             continue
+        if args.quick and len(in_shape) == 3:
+            batch, name = 32, name.replace("batch 128", "batch 32")
         results[name] = r = bench(build, in_shape, batch, rounds, repeat, seed=args.seed)
         print(
             f"{name:<44} manual {r['manual_ms']:8.2f} ms  autodiff {r['autodiff_ms']:8.2f} ms"

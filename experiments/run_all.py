@@ -9,6 +9,9 @@ import time
 EXPERIMENTS = [
     "experiments.linear_regression",
     "experiments.mlp_digits",
+    "experiments.mnist1d",
+    "experiments.cnn_digits",
+    "experiments.bench_cnn",
 ]
 
 

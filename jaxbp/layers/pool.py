@@ -369,8 +369,10 @@ def Reshape(shape) -> Layer:
         >>> jaxbp.Reshape((40, 1)).init(jax.random.key(0), (40,))[0]
         (40, 1)
     """
-    target = as_shape(shape)
-    name = f"Reshape({target})"
+    return _reshape(as_shape(shape), f"Reshape({as_shape(shape)})")
+
+
+def _reshape(target, name: str) -> Layer:
     if sum(d == -1 for d in target) > 1 or any(d == 0 or d < -1 for d in target):
         raise ValueError(f"{name}: the shape may hold one -1 and positive sizes, got {target}")
 
@@ -407,8 +409,7 @@ def Flatten() -> Layer:
         >>> jaxbp.Flatten().init(jax.random.key(0), (5, 25))[0]
         (125,)
     """
-    layer = Reshape((-1,))
-    return layer._replace(name="Flatten")
+    return _reshape((-1,), "Flatten")
 
 
 __all__ = [
