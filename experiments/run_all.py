@@ -13,6 +13,9 @@ EXPERIMENTS = [
     "experiments.train_overhead",
     "experiments.vanishing_gradients",
     "experiments.backprop_cost",
+    "experiments.mnist1d",
+    "experiments.cnn_digits",
+    "experiments.bench_cnn",
 ]
 
 

@@ -23,7 +23,22 @@ from jaxbp.activations import (
     Tanh,
 )
 from jaxbp.layer import Layer, parallel, residual, serial
-from jaxbp.layers import Dense
+from jaxbp.layers import (
+    AvgPool1D,
+    AvgPool2D,
+    BatchNorm,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    GlobalAvgPool,
+    LayerNorm,
+    MaxPool1D,
+    MaxPool2D,
+    Reshape,
+)
 from jaxbp.losses import Loss
 from jaxbp.models import MLP, value_and_grad
 from jaxbp.train import fit, make_train_step
@@ -42,16 +57,29 @@ def __getattr__(name):
 
 
 __all__ = [
+    "AvgPool1D",
+    "AvgPool2D",
+    "BatchNorm",
+    "Conv1D",
+    "Conv2D",
     "Dense",
+    "Dropout",
     "Elu",
+    "Embedding",
+    "Flatten",
     "Gelu",
+    "GlobalAvgPool",
     "Identity",
     "Layer",
+    "LayerNorm",
     "LeakyRelu",
     "LogSoftmax",
     "Loss",
     "MLP",
+    "MaxPool1D",
+    "MaxPool2D",
     "Relu",
+    "Reshape",
     "Sigmoid",
     "Silu",
     "Softmax",

@@ -40,3 +40,33 @@ def digits(test_fraction: float = 0.2, seed: int = 0, image: bool = False, dtype
     if image:
         x_train, x_test = x_train.reshape(-1, 8, 8, 1), x_test.reshape(-1, 8, 8, 1)
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def mnist1d(seed: int = 42, dtype=np.float32):
+    """MNIST-1D (Greydanus 2020, "Scaling down deep learning"), generated offline.
+
+    Calls the `mnist1d` package's `make_dataset` with its default arguments
+    (`get_dataset_args()`: 5000 sequences of length 40, 80/20 split) and the given `seed`; the
+    package's download path is never used. The generator seeds NumPy's and Python's global
+    random state; both are restored afterwards. Returns a dict with x_train (4000, 40),
+    y_train (4000,), x_test (1000, 40), y_test (1000,): x standardized by the package, y integer
+    labels 0..9. Takes a few seconds.
+    """
+    import random
+
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = seed
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return {
+        "x_train": d["x"].astype(dtype),
+        "y_train": d["y"].astype(np.int32),
+        "x_test": d["x_test"].astype(dtype),
+        "y_test": d["y_test"].astype(np.int32),
+    }

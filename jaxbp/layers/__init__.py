@@ -1,6 +1,40 @@
 """Layer families, one module each: ops (init/forward/backward) and their Layer constructors."""
 
-from jaxbp.layers import dense
+from jaxbp.layers import conv, dense, dropout, embedding, norm, pool
+from jaxbp.layers.conv import Conv1D, Conv2D
 from jaxbp.layers.dense import Dense
+from jaxbp.layers.dropout import Dropout
+from jaxbp.layers.embedding import Embedding
+from jaxbp.layers.norm import BatchNorm, LayerNorm
+from jaxbp.layers.pool import (
+    AvgPool1D,
+    AvgPool2D,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool1D,
+    MaxPool2D,
+    Reshape,
+)
 
-__all__ = ["Dense", "dense"]
+__all__ = [
+    "AvgPool1D",
+    "AvgPool2D",
+    "BatchNorm",
+    "Conv1D",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "GlobalAvgPool",
+    "LayerNorm",
+    "MaxPool1D",
+    "MaxPool2D",
+    "Reshape",
+    "conv",
+    "dense",
+    "dropout",
+    "embedding",
+    "norm",
+    "pool",
+]
