@@ -23,7 +23,7 @@ from jaxbp.activations import (
     Tanh,
 )
 from jaxbp.layer import Layer, parallel, residual, serial
-from jaxbp.layers import Dense
+from jaxbp.layers import GRU, LSTM, RNN, Bidirectional, Dense
 from jaxbp.losses import Loss
 from jaxbp.models import MLP, value_and_grad
 
@@ -41,15 +41,19 @@ def __getattr__(name):
 
 
 __all__ = [
+    "Bidirectional",
     "Dense",
     "Elu",
+    "GRU",
     "Gelu",
     "Identity",
+    "LSTM",
     "Layer",
     "LeakyRelu",
     "LogSoftmax",
     "Loss",
     "MLP",
+    "RNN",
     "Relu",
     "Sigmoid",
     "Silu",
