@@ -49,6 +49,7 @@ Example:
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -136,6 +137,7 @@ def rnn_init(key, in_dim, hidden, w_init="xavier_uniform", u_init="orthogonal", 
     }
 
 
+@partial(jax.jit, static_argnames=("activation", "return_sequences"))
 def rnn_forward(params, x, h0=None, mask=None, *, activation="tanh", return_sequences=True):
     """h_t = f(z_t),  z_t = x_t W + h_{t−1} U + b,  f = tanh or relu.
 
@@ -158,6 +160,7 @@ def rnn_forward(params, x, h0=None, mask=None, *, activation="tanh", return_sequ
     return _output(hs, return_sequences), RNNResiduals(x, h0, hs, m)
 
 
+@partial(jax.jit, static_argnames=("activation",))
 def rnn_backward(params, residuals, dy, *, activation="tanh"):
     """BPTT for the vanilla RNN. With g_t = ∂L/∂h_t (from the output and from step t + 1):
 
@@ -228,6 +231,7 @@ def lstm_init(
     }
 
 
+@partial(jax.jit, static_argnames=("return_sequences",))
 def lstm_forward(params, x, h0=None, c0=None, mask=None, *, return_sequences=True):
     """LSTM (Hochreiter & Schmidhuber 1997, with forget gate):
 
@@ -264,6 +268,7 @@ def lstm_forward(params, x, h0=None, c0=None, mask=None, *, return_sequences=Tru
     return _output(hs, return_sequences), LSTMResiduals(x, h0, c0, hs, cs, gates, m)
 
 
+@jax.jit
 def lstm_backward(params, residuals, dy):
     """BPTT for the LSTM. The reverse scan carries (∂L/∂h_t, ∂L/∂c_t). With g_h = ∂L/∂h_t (from
     the output and step t + 1) and τ = tanh(c_t):
@@ -338,6 +343,7 @@ def gru_init(key, in_dim, hidden, w_init="xavier_uniform", u_init="orthogonal", 
     }
 
 
+@partial(jax.jit, static_argnames=("return_sequences",))
 def gru_forward(params, x, h0=None, mask=None, *, return_sequences=True):
     """GRU (Cho et al. 2014), in the form of cuDNN / PyTorch (reset gate after the product):
 
@@ -370,6 +376,7 @@ def gru_forward(params, x, h0=None, mask=None, *, return_sequences=True):
     return _output(hs, return_sequences), GRUResiduals(x, h0, hs, gates, m)
 
 
+@jax.jit
 def gru_backward(params, residuals, dy):
     """BPTT for the GRU. With g = ∂L/∂h_t (from the output and step t + 1):
 
@@ -488,9 +495,11 @@ def _unpack(name, inputs, state_keys, in_dim, hidden):
 def _recurrent_layer(name, hidden, return_sequences, init_fn, forward_fn, backward_fn, keys):
     """A Layer around a cell's ops; `keys` names its initial states ('h0', maybe 'c0')."""
 
+    init_params = jax.jit(init_fn, static_argnums=1)  # one compiled call, not one per op
+
     def init(key, in_shape):
         time, features = _in_shape(name, in_shape)
-        params = init_fn(key, features)
+        params = init_params(key, features)
         return ((time, hidden) if return_sequences else (hidden,)), params, ()
 
     def forward(params, state, x, *, key=None, train=False):
