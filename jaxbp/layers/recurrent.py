@@ -72,28 +72,53 @@ def _mask_time_major(mask):
     return None if mask is None else jnp.swapaxes(mask, 0, 1)[..., None].astype(bool)
 
 
-def _project(x, W, b):
-    """x W + b for all steps at once, time-major: (batch, T, F) -> (T, batch, G)."""
-    return jnp.einsum("btf,fg->tbg", x, W) + b
+def _project(x, W):
+    """x W for all steps at once, time-major: (batch, T, F) -> (T, batch, G), one matmul.
+
+    The bias is added inside the scan, per step: added here, XLA would keep the product and
+    the sum as two (T, B, G) buffers."""
+    return _time_major(x) @ W
 
 
 def _sum_outer(a, d):
-    """Σ_t a_tᵀ d_t over all time × batch rows: (T, B, I), (T, B, G) -> (I, G)."""
-    return jnp.einsum("tbi,tbg->ig", a, d)
+    """Σ_t a_tᵀ d_t over all time × batch rows: (T, B, I), (T, B, G) -> (I, G), as one 2-D
+    matrix product (XLA copies both operands of a dot with two contracting axes)."""
+    return a.reshape(-1, a.shape[-1]).T @ d.reshape(-1, d.shape[-1])
 
 
-def _prev(h0, hs):
-    """The state before each step: [h0, h_1, ..., h_{T−1}], (T, B, H)."""
-    return jnp.concatenate([h0[None], hs[:-1]], axis=0)
+def _input_gradients(x, deltas, W):
+    """∂W = Σ_t x_tᵀ δ_t (F, G) and ∂x_t = δ_t Wᵀ (B, T, F), from time-major δ (T, B, G)."""
+    dW = _sum_outer(_time_major(x), deltas)
+    dx = _time_major(deltas @ W.T)
+    return dW, dx
 
 
 def _zeros_state(x, W, hidden):
     return jnp.zeros((x.shape[0], hidden), jnp.result_type(x, W))
 
 
-def _output(hs, return_sequences):
-    """(T, B, H) -> (B, T, H) if return_sequences else the last state (B, H)."""
-    return _time_major(hs) if return_sequences else hs[-1]
+def _states_out(hs_tm, return_sequences):
+    """The states h_1..h_T from the scan, (T, B, H), kept as the `hs` residual.
+
+    With return_sequences the layer's output is all states batch-major, (B, T, H), and the
+    residual is that same array (no second copy); otherwise the output is h_T and the residual
+    stays time-major. Returns (y, hs)."""
+    if return_sequences:
+        hs = _time_major(hs_tm)  # (B, T, H)
+        return hs, hs
+    return hs_tm[-1], hs_tm
+
+
+def _states_time_major(hs, sequences):
+    """The `hs` residual as (T, B, H) (XLA keeps the output time-major in memory, so this is
+    usually free)."""
+    return _time_major(hs) if sequences else hs
+
+
+def _recurrent_gradient(h0, hs_tm, deltas):
+    """∂U = Σ_t h_{t−1}ᵀ δ_t = h_0ᵀ δ_1 + Σ_{t≥2} h_{t−1}ᵀ δ_t over all time × batch rows, read
+    from the states h_1..h_T without building the shifted copy [h_0, ..., h_{T−1}]."""
+    return h0.T @ deltas[0] + _sum_outer(hs_tm[:-1], deltas[1:])
 
 
 def _output_gradient(dy, like):
@@ -109,7 +134,7 @@ def _output_gradient(dy, like):
 class RNNResiduals(NamedTuple):
     x: jax.Array  # the input, (B, T, F)
     h0: jax.Array  # initial state, (B, H)
-    hs: jax.Array  # hidden states h_1..h_T, (T, B, H)
+    hs: jax.Array  # states h_1..h_T: the output (B, T, H), or (T, B, H) if only h_T is output
     mask: Any  # (T, B, 1) bool, or None
 
 
@@ -147,17 +172,18 @@ def rnn_forward(params, x, h0=None, mask=None, *, activation="tanh", return_sequ
     f = _rnn_f(activation)
     h0 = _zeros_state(x, W, U.shape[0]) if h0 is None else h0
     m = _mask_time_major(mask)
-    xw = _project(x, W, b)  # (T, B, H): x_t W + b for every t, hoisted out of the scan
+    xw = _project(x, W)  # (T, B, H): x_t W for every t, hoisted out of the scan
 
     def step(h_prev, inputs):
         xw_t, m_t = inputs
-        h = f(xw_t + h_prev @ U)  # (B, H)
+        h = f(xw_t + h_prev @ U + b)  # (B, H)
         if m_t is not None:
             h = jnp.where(m_t, h, h_prev)  # skipped step: carry the state through
         return h, h
 
-    _, hs = lax.scan(step, h0, (xw, m))  # hs: (T, B, H)
-    return _output(hs, return_sequences), RNNResiduals(x, h0, hs, m)
+    _, hs_tm = lax.scan(step, h0, (xw, m))  # (T, B, H)
+    y, hs = _states_out(hs_tm, return_sequences)
+    return y, RNNResiduals(x, h0, hs, m)
 
 
 @partial(jax.jit, static_argnames=("activation",))
@@ -173,6 +199,7 @@ def rnn_backward(params, residuals, dy, *, activation="tanh"):
     x, h0, hs, m = residuals
     W, U = params["W"], params["U"]
     dys, dh_T = _output_gradient(dy, h0)  # (T, B, H) or None; (B, H)
+    hs_tm = _states_time_major(hs, dy.ndim == 3)  # (T, B, H)
 
     def step(dh, inputs):
         h_t, dy_t, m_t = inputs
@@ -184,13 +211,13 @@ def rnn_backward(params, residuals, dy, *, activation="tanh"):
             dh_prev = jnp.where(m_t, dh_prev, g)
         return dh_prev, delta
 
-    dh0, deltas = lax.scan(step, dh_T, (hs, dys, m), reverse=True)  # deltas: (T, B, H)
+    dh0, deltas = lax.scan(step, dh_T, (hs_tm, dys, m), reverse=True)  # deltas: (T, B, H)
+    dW, dx = _input_gradients(x, deltas, W)  # Σ_t x_tᵀ δ_t; δ_t Wᵀ
     dparams = {
-        "W": jnp.einsum("btf,tbh->fh", x, deltas),  # (F, H) = Σ_t x_tᵀ δ_t
-        "U": _sum_outer(_prev(h0, hs), deltas),  # (H, H) = Σ_t h_{t−1}ᵀ δ_t
+        "W": dW,  # (F, H) = Σ_t x_tᵀ δ_t
+        "U": _recurrent_gradient(h0, hs_tm, deltas),  # (H, H) = Σ_t h_{t−1}ᵀ δ_t
         "b": deltas.sum(axis=(0, 1)),  # (H,)
     }
-    dx = jnp.einsum("tbh,fh->btf", deltas, W)  # (B, T, F) = δ_t Wᵀ
     return dparams, dx, dh0
 
 
@@ -200,9 +227,9 @@ def rnn_backward(params, residuals, dy, *, activation="tanh"):
 class LSTMResiduals(NamedTuple):
     x: jax.Array  # the input, (B, T, F)
     h0: jax.Array  # initial hidden state, (B, H)
-    c0: jax.Array  # initial cell state, (B, H)
-    hs: jax.Array  # hidden states h_1..h_T, (T, B, H)
-    cs: jax.Array  # cell states c_1..c_T, (T, B, H)
+    hs: jax.Array  # h_1..h_T: the output (B, T, H), or (T, B, H) if only h_T is output
+    c_prev: jax.Array  # cell states c_0..c_{T−1} entering each step, (T, B, H)
+    c_T: jax.Array  # the last cell state, (B, H)
     gates: jax.Array  # activated gates [i, f, g, o] per step, (T, B, 4H)
     mask: Any  # (T, B, 1) bool, or None
 
@@ -247,12 +274,12 @@ def lstm_forward(params, x, h0=None, c0=None, mask=None, *, return_sequences=Tru
     h0 = _zeros_state(x, W, H) if h0 is None else h0
     c0 = _zeros_state(x, W, H) if c0 is None else c0
     m = _mask_time_major(mask)
-    xw = _project(x, W, b)  # (T, B, 4H), hoisted
+    xw = _project(x, W)  # (T, B, 4H), hoisted
 
     def step(carry, inputs):
         h_prev, c_prev = carry
         xw_t, m_t = inputs
-        z = xw_t + h_prev @ U  # (B, 4H)
+        z = xw_t + h_prev @ U + b  # (B, 4H)
         i = jax.nn.sigmoid(z[:, :H])
         f = jax.nn.sigmoid(z[:, H : 2 * H])
         g = jnp.tanh(z[:, 2 * H : 3 * H])
@@ -262,10 +289,11 @@ def lstm_forward(params, x, h0=None, c0=None, mask=None, *, return_sequences=Tru
         if m_t is not None:
             h = jnp.where(m_t, h, h_prev)
             c = jnp.where(m_t, c, c_prev)
-        return (h, c), (h, c, jnp.concatenate([i, f, g, o], axis=-1))
+        return (h, c), (h, c_prev, jnp.concatenate([i, f, g, o], axis=-1))
 
-    _, (hs, cs, gates) = lax.scan(step, (h0, c0), (xw, m))
-    return _output(hs, return_sequences), LSTMResiduals(x, h0, c0, hs, cs, gates, m)
+    (_, c_T), (hs_tm, c_prev, gates) = lax.scan(step, (h0, c0), (xw, m))
+    y, hs = _states_out(hs_tm, return_sequences)
+    return y, LSTMResiduals(x, h0, hs, c_prev, c_T, gates, m)
 
 
 @jax.jit
@@ -280,18 +308,18 @@ def lstm_backward(params, residuals, dy):
         ∂L/∂c_{t−1} = g_c ⊙ f                 ∂L/∂h_{t−1} = δ_t Uᵀ,  δ_t = [δ_i, δ_f, δ_g, δ_o]
 
     (masked step: δ_t = 0 and both state gradients pass through unchanged); the parameter and
-    input gradients are single matmuls over all δ_t after the scan.
+    input gradients are single matmuls over all δ_t after the scan. The scan reads c_{t−1} and
+    carries c_t down from step t + 1.
     Returns (dparams, dx, dh0, dc0).
     """
-    x, h0, c0, hs, cs, gates, m = residuals
+    x, h0, hs, c_prev_all, c_T, gates, m = residuals
     W, U = params["W"], params["U"]
     H = U.shape[0]
     dys, dh_T = _output_gradient(dy, h0)
-    c_prev_all = _prev(c0, cs)  # (T, B, H): c_{t−1}
 
     def step(carry, inputs):
-        dh, dc = carry
-        c_t, c_prev, gates_t, dy_t, m_t = inputs
+        dh, dc, c_t = carry
+        c_prev, gates_t, dy_t, m_t = inputs
         i, f, g, o = (gates_t[:, k * H : (k + 1) * H] for k in range(4))
         gh = dh if dy_t is None else dh + dy_t  # ∂L/∂h_t, (B, H)
         tau = jnp.tanh(c_t)
@@ -307,17 +335,17 @@ def lstm_backward(params, residuals, dy):
             delta = jnp.where(m_t, delta, 0)
             dh_prev = jnp.where(m_t, dh_prev, gh)
             dc_prev = jnp.where(m_t, dc_prev, dc)
-        return (dh_prev, dc_prev), delta
+        return (dh_prev, dc_prev, c_prev), delta
 
-    (dh0, dc0), deltas = lax.scan(
-        step, (dh_T, jnp.zeros_like(dh_T)), (cs, c_prev_all, gates, dys, m), reverse=True
-    )  # deltas: (T, B, 4H)
+    init = (dh_T, jnp.zeros_like(dh_T), c_T)
+    (dh0, dc0, _), deltas = lax.scan(step, init, (c_prev_all, gates, dys, m), reverse=True)
+    hs_tm = _states_time_major(hs, dy.ndim == 3)  # (T, B, H)
+    dW, dx = _input_gradients(x, deltas, W)  # Σ_t x_tᵀ δ_t; δ_t Wᵀ
     dparams = {
-        "W": jnp.einsum("btf,tbg->fg", x, deltas),  # (F, 4H)
-        "U": _sum_outer(_prev(h0, hs), deltas),  # (H, 4H)
+        "W": dW,  # (F, 4H)
+        "U": _recurrent_gradient(h0, hs_tm, deltas),  # (H, 4H)
         "b": deltas.sum(axis=(0, 1)),  # (4H,)
     }
-    dx = jnp.einsum("tbg,fg->btf", deltas, W)  # (B, T, F)
     return dparams, dx, dh0, dc0
 
 
@@ -327,7 +355,7 @@ def lstm_backward(params, residuals, dy):
 class GRUResiduals(NamedTuple):
     x: jax.Array  # the input, (B, T, F)
     h0: jax.Array  # initial state, (B, H)
-    hs: jax.Array  # hidden states h_1..h_T, (T, B, H)
+    hs: jax.Array  # h_1..h_T: the output (B, T, H), or (T, B, H) if only h_T is output
     gates: jax.Array  # per step [r, u, n, q], q = h_{t−1} U_n + b_hn, (T, B, 4H)
     mask: Any  # (T, B, 1) bool, or None
 
@@ -358,10 +386,11 @@ def gru_forward(params, x, h0=None, mask=None, *, return_sequences=True):
     H = U.shape[0]
     h0 = _zeros_state(x, W, H) if h0 is None else h0
     m = _mask_time_major(mask)
-    xw = _project(x, W, b)  # (T, B, 3H), hoisted
+    xw = _project(x, W)  # (T, B, 3H), hoisted
 
     def step(h_prev, inputs):
-        a, m_t = inputs
+        xw_t, m_t = inputs
+        a = xw_t + b  # (B, 3H)
         s = h_prev @ U  # (B, 3H)
         r = jax.nn.sigmoid(a[:, :H] + s[:, :H])
         u = jax.nn.sigmoid(a[:, H : 2 * H] + s[:, H : 2 * H])
@@ -372,8 +401,9 @@ def gru_forward(params, x, h0=None, mask=None, *, return_sequences=True):
             h = jnp.where(m_t, h, h_prev)
         return h, (h, jnp.concatenate([r, u, n, q], axis=-1))
 
-    _, (hs, gates) = lax.scan(step, h0, (xw, m))
-    return _output(hs, return_sequences), GRUResiduals(x, h0, hs, gates, m)
+    _, (hs_tm, gates) = lax.scan(step, h0, (xw, m))
+    y, hs = _states_out(hs_tm, return_sequences)
+    return y, GRUResiduals(x, h0, hs, gates, m)
 
 
 @jax.jit
@@ -386,42 +416,45 @@ def gru_backward(params, residuals, dy):
         δ_q = δ_n ⊙ r                                (∂L/∂s_n = ∂L/∂b_hn)
         ∂L/∂h_{t−1} = g ⊙ u + [δ_r, δ_u, δ_q] Uᵀ
 
-    (masked step: all δ = 0 and ∂L/∂h_{t−1} = g). After the scan: ∂W = Σ x_tᵀ [δ_r, δ_u, δ_n],
-    ∂U = Σ h_{t−1}ᵀ [δ_r, δ_u, δ_q], ∂b = Σ [δ_r, δ_u, δ_n], ∂b_hn = Σ δ_q, all as single matmuls.
+    (masked step: all δ = 0 and ∂L/∂h_{t−1} = g). The scan emits δ_a = [δ_r, δ_u, δ_n] and δ_q;
+    after it, as single matmuls: ∂W = Σ x_tᵀ δ_a, ∂b = Σ δ_a, ∂b_hn = Σ δ_q, and
+    ∂U = Σ h_{t−1}ᵀ [δ_r, δ_u, δ_q] (the r, u blocks read from Σ h_{t−1}ᵀ δ_a).
     Returns (dparams, dx, dh0).
     """
     x, h0, hs, gates, m = residuals
     W, U = params["W"], params["U"]
     H = U.shape[0]
     dys, dh_T = _output_gradient(dy, h0)
-    h_prev_all = _prev(h0, hs)  # (T, B, H)
+    hs_tm = _states_time_major(hs, dy.ndim == 3)  # (T, B, H)
 
     def step(dh, inputs):
-        h_prev, gates_t, dy_t, m_t = inputs
+        t, gates_t, dy_t, m_t = inputs
+        # h_{t−1}: read from the states (no shifted copy of them is built)
+        h_prev = jnp.where(t == 0, h0, lax.dynamic_index_in_dim(hs_tm, t - 1, keepdims=False))
         r, u, n, q = (gates_t[:, k * H : (k + 1) * H] for k in range(4))
         g = dh if dy_t is None else dh + dy_t  # ∂L/∂h_t, (B, H)
         delta_u = g * (h_prev - n) * u * (1 - u)
         delta_n = g * (1 - u) * (1 - n * n)
         delta_r = delta_n * q * r * (1 - r)
         delta_q = delta_n * r
-        delta = jnp.concatenate([delta_r, delta_u, delta_n, delta_q], axis=-1)  # (B, 4H)
-        ds = jnp.concatenate([delta_r, delta_u, delta_q], axis=-1)  # ∂L/∂s, (B, 3H)
-        dh_prev = g * u + ds @ U.T  # (B, H)
+        dh_prev = g * u + jnp.concatenate([delta_r, delta_u, delta_q], axis=-1) @ U.T
+        delta_a = jnp.concatenate([delta_r, delta_u, delta_n], axis=-1)  # (B, 3H)
         if m_t is not None:
-            delta = jnp.where(m_t, delta, 0)
+            delta_a = jnp.where(m_t, delta_a, 0)
+            delta_q = jnp.where(m_t, delta_q, 0)
             dh_prev = jnp.where(m_t, dh_prev, g)
-        return dh_prev, delta
+        return dh_prev, (delta_a, delta_q)
 
-    dh0, deltas = lax.scan(step, dh_T, (h_prev_all, gates, dys, m), reverse=True)  # (T, B, 4H)
-    da = deltas[..., : 3 * H]  # [δ_r, δ_u, δ_n], (T, B, 3H)
-    ds = jnp.concatenate([deltas[..., : 2 * H], deltas[..., 3 * H :]], axis=-1)  # (T, B, 3H)
+    steps = jnp.arange(hs_tm.shape[0])
+    dh0, (delta_a, delta_q) = lax.scan(step, dh_T, (steps, gates, dys, m), reverse=True)
+    dU = _recurrent_gradient(h0, hs_tm, delta_a)  # (H, 3H); its n block is replaced below
+    dW, dx = _input_gradients(x, delta_a, W)  # Σ_t x_tᵀ δ_t; δ_t Wᵀ
     dparams = {
-        "W": jnp.einsum("btf,tbg->fg", x, da),  # (F, 3H)
-        "U": _sum_outer(h_prev_all, ds),  # (H, 3H)
-        "b": da.sum(axis=(0, 1)),  # (3H,)
-        "b_hn": deltas[..., 3 * H :].sum(axis=(0, 1)),  # (H,)
+        "W": dW,  # (F, 3H)
+        "U": dU.at[:, 2 * H :].set(_recurrent_gradient(h0, hs_tm, delta_q)),  # (H, 3H)
+        "b": delta_a.sum(axis=(0, 1)),  # (3H,)
+        "b_hn": delta_q.sum(axis=(0, 1)),  # (H,)
     }
-    dx = jnp.einsum("tbg,fg->btf", da, W)  # (B, T, F)
     return dparams, dx, dh0
 
 
