@@ -9,6 +9,10 @@ import time
 EXPERIMENTS = [
     "experiments.linear_regression",
     "experiments.mlp_digits",
+    "experiments.bench_rnn",
+    "experiments.adding_problem",
+    "experiments.exploding_gradients",
+    "experiments.mnist1d_gru",
 ]
 
 
