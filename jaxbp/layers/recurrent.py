@@ -5,9 +5,10 @@ features)); a cell maps the previous hidden state h_{t−1} (batch, H) and the i
 jaxbp stores row vectors, so every product reads `x_t W + h_{t−1} U + b` with W (features, ·)
 and U (H, ·). σ is the logistic sigmoid and ⊙ the elementwise product.
 
-**Forward** (`lax.scan` over time). The input projection x W + b does not depend on the state, so
-it is computed for all T steps at once — one (T·batch, F) × (F, G) matrix product — before the
-scan; the scan only does the recurrent product h_{t−1} U and the elementwise gate algebra.
+**Forward** (`lax.scan` over time). The input projection x W does not depend on the state, so it
+is computed for all T steps at once — one (T·batch, F) × (F, G) matrix product — before the
+scan; the scan only does the recurrent product h_{t−1} U, adds b, and the elementwise gate
+algebra.
 
 **Backward** (a reverse `lax.scan`). BPTT is the chain rule along time. With δ_t = ∂L/∂z_t the
 gradient of the step's pre-activations, every parameter gradient is a sum over time of
@@ -20,8 +21,9 @@ Only the state gradient ∂L/∂h_{t−1} = δ_t Uᵀ (+ the direct paths of the
 future, so the reverse scan carries just that (and ∂L/∂c for the LSTM) and emits δ_t. The sums
 above are then single matrix products over all time × batch rows, after the scan — instead of
 T small products accumulated step by step, as the autodiff of the scan does. The residuals kept
-are the input x (for ∂W), the hidden states (the layer's output, and h_{t−1} for ∂U), and per
-step only the activated gates the derivatives need.
+are the input x (for ∂W), the hidden states (the layer's output itself when it returns
+sequences; they give h_{t−1} for ∂U), and per step only the activated gates the derivatives
+need (σ′ and tanh′ are read from the gate outputs).
 
 **Initial state and mask.** A layer's input is either the array x, or a dict
 
