@@ -16,6 +16,10 @@ EXPERIMENTS = [
     "experiments.mnist1d",
     "experiments.cnn_digits",
     "experiments.bench_cnn",
+    "experiments.bench_rnn",
+    "experiments.adding_problem",
+    "experiments.exploding_gradients",
+    "experiments.mnist1d_gru",
 ]
 
 

@@ -8,7 +8,7 @@ backward into `jax.grad`.
 
 import importlib
 
-from jaxbp import activations, checkpoint, init, layers, losses, models, optim, train
+from jaxbp import activations, checkpoint, data, init, layers, losses, models, optim, train
 from jaxbp.activations import (
     Elu,
     Gelu,
@@ -24,9 +24,13 @@ from jaxbp.activations import (
 )
 from jaxbp.layer import Layer, parallel, residual, serial
 from jaxbp.layers import (
+    GRU,
+    LSTM,
+    RNN,
     AvgPool1D,
     AvgPool2D,
     BatchNorm,
+    Bidirectional,
     Conv1D,
     Conv2D,
     Dense,
@@ -60,6 +64,7 @@ __all__ = [
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
+    "Bidirectional",
     "Conv1D",
     "Conv2D",
     "Dense",
@@ -67,9 +72,11 @@ __all__ = [
     "Elu",
     "Embedding",
     "Flatten",
+    "GRU",
     "Gelu",
     "GlobalAvgPool",
     "Identity",
+    "LSTM",
     "Layer",
     "LayerNorm",
     "LeakyRelu",
@@ -78,6 +85,7 @@ __all__ = [
     "MLP",
     "MaxPool1D",
     "MaxPool2D",
+    "RNN",
     "Relu",
     "Reshape",
     "Sigmoid",
@@ -89,6 +97,7 @@ __all__ = [
     "autodiff",
     "check",
     "checkpoint",
+    "data",
     "fit",
     "init",
     "layers",

@@ -319,7 +319,8 @@ def check_layer(
         layer: the Layer to check.
         in_shape: per-example input shape (no batch axis).
         batch: batch size of the random input.
-        x: input to use instead of a random normal one (e.g. integer ids).
+        x: input to use instead of a random normal one (e.g. integer ids, or a dict such as
+            {"x": floats, "mask": bools}: only its float leaves are differentiated).
         params, state: use these instead of `layer.init`'s.
         train: passed to forward (dropout, batch norm).
         dtype: float64 (default; enables x64 for the check) or float32.
@@ -336,7 +337,9 @@ def check_layer(
         if x is None:
             x = np.random.default_rng(seed).normal(size=(batch, *tuple(in_shape)))
         x = _cast(jnp.asarray(x) if not isinstance(x, tuple | list | dict) else x, dtype)
-        diff_x = all(_is_float(leaf) for leaf in jax.tree.leaves(x))
+        # Differentiate the float leaves of x; integer/bool leaves (ids, masks) get no gradient,
+        # and the manual backward returns None there (e.g. {"x": dx, "mask": None}).
+        diff_x = any(_is_float(leaf) for leaf in jax.tree.leaves(x))
 
         def f(args):
             xin = args["x"] if diff_x else x

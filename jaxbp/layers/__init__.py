@@ -1,6 +1,6 @@
 """Layer families, one module each: ops (init/forward/backward) and their Layer constructors."""
 
-from jaxbp.layers import conv, dense, dropout, embedding, norm, pool
+from jaxbp.layers import conv, dense, dropout, embedding, norm, pool, recurrent
 from jaxbp.layers.conv import Conv1D, Conv2D
 from jaxbp.layers.dense import Dense
 from jaxbp.layers.dropout import Dropout
@@ -15,11 +15,16 @@ from jaxbp.layers.pool import (
     MaxPool2D,
     Reshape,
 )
+from jaxbp.layers.recurrent import GRU, LSTM, RNN, Bidirectional
 
 __all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
+    "Bidirectional",
     "Conv1D",
     "Conv2D",
     "Dense",
@@ -37,4 +42,5 @@ __all__ = [
     "embedding",
     "norm",
     "pool",
+    "recurrent",
 ]

@@ -1,0 +1,73 @@
+"""The recurrent experiments at tiny sizes: they run, write their files, and measure what
+they claim to measure."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import adding_problem, bench_rnn, exploding_gradients, mnist1d_gru
+from jaxbp import check
+
+
+def test_adding_batch_marks_one_step_in_each_half():
+    x, y = adding_problem.adding_batch(jax.random.key(0), 64, 10)
+    values, markers = np.asarray(x[..., 0]), np.asarray(x[..., 1])
+    assert x.shape == (64, 10, 2) and y.shape == (64, 1)
+    np.testing.assert_array_equal(markers[:, :5].sum(1), 1)
+    np.testing.assert_array_equal(markers[:, 5:].sum(1), 1)
+    np.testing.assert_allclose(y[:, 0], (values * markers).sum(1), rtol=1e-6)
+    assert values.min() >= 0 and values.max() <= 1
+
+
+def test_adding_problem_runs_tiny(tmp_path):
+    argv = ["--T", "6", "--hidden", "4", "--steps", "20", "--chunk", "10", "--cells", "LSTM"]
+    argv += ["--out", str(tmp_path)]
+    result = adding_problem.main(argv)
+    saved = json.loads((tmp_path / "adding_problem.json").read_text())
+    assert [r["cell"] for r in saved["runs"]] == ["LSTM"]
+    for run in result["runs"]:
+        assert len(run["curve"]) == 2 and np.isfinite(run["final_mse"])
+    assert (tmp_path / "adding_problem.png").exists()
+
+
+def test_exploding_gradients_follow_rho_to_the_T_in_the_linear_regime():
+    Ts = [1, 5, 20]
+    for rho in (0.9, 1.1):
+        with jax.enable_x64(True):
+            raw, clipped = exploding_gradients.gradient_norms(rho, Ts, 8, "linear", 1.0, 0)
+        np.testing.assert_allclose(raw, rho ** np.array(Ts), rtol=1e-6)
+        assert np.all(clipped <= raw * (1 + 1e-12))
+
+
+def test_exploding_gradients_runs_tiny(tmp_path):
+    exploding_gradients.main(["--T-max", "10", "--hidden", "4", "--out", str(tmp_path)])
+    assert (tmp_path / "exploding_gradients.png").exists()
+    saved = json.loads((tmp_path / "exploding_gradients.json").read_text())
+    assert len(saved["curves"]) == 6
+
+
+def test_bench_rnn_compares_equal_gradients(tmp_path):
+    result = bench_rnn.main(["--tiny", "--out", str(tmp_path)])
+    assert [r["cell"] for r in result["rows"]] == ["RNN", "LSTM", "GRU"]
+    for row in result["rows"]:
+        assert row["grad_rel_err"] < 1e-4  # float32: both compute the same gradient
+        assert row["temp_manual_MiB"] > 0 and row["time_manual_ms"] > 0
+
+
+def test_mnist1d_gru_model_and_flatten():
+    model = mnist1d_gru.gru_model()
+    out_shape, params, state = model.init(jax.random.key(0), (40, 1))
+    assert out_shape == (10,)
+    assert params[2]["W"].shape == (480, 10)
+    check.check_layer(mnist1d_gru.flatten(), (3, 4), jit=True)
+    y, _, _ = model.forward(params, state, jnp.ones((2, 40, 1)))
+    assert y.shape == (2, 10)
+
+
+def test_mnist1d_gru_runs_tiny(tmp_path):
+    argv = ["--steps", "20", "--n-train", "200", "--out", str(tmp_path)]
+    result = mnist1d_gru.main(argv)
+    assert 0 <= result["test_accuracy_mean"] <= 1
+    assert (tmp_path / "mnist1d_gru.png").exists()
