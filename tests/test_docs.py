@@ -10,9 +10,7 @@ import pytest
 
 import jaxbp
 
-MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(jaxbp.__path__, "jaxbp.") if not m.name.endswith("__main__")
-)
+MODULES = sorted(m.name for m in pkgutil.walk_packages(jaxbp.__path__, "jaxbp."))
 
 
 @pytest.mark.parametrize("name", MODULES)

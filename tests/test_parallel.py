@@ -41,5 +41,6 @@ SCRIPT = textwrap.dedent(
 
 
 def test_shard_map_data_parallel_equals_full_batch():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-c", SCRIPT]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
