@@ -350,15 +350,17 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_true", help=argparse_hidden())
     args = p.parse_args(argv)
     if args.tiny:  # for the test suite: seconds
-        cfg = dict(depths=[2, 4], width=32, seeds=1, batch=32, glorot_width=32, he_depth=4,
-                   train_depth=3, train_width=16, epochs=2, lrs=[0.1])  # fmt: skip
+        cfg = dict(depths=[2, 3], width=32, seeds=1, batch=32, glorot_width=32, he_depth=4,
+                   train_depth=3, train_width=16, epochs=2, lrs=[0.1],
+                   input_stds=[1.0, 0.25])  # fmt: skip
     elif args.quick:
         cfg = dict(depths=[5, 10, 20], width=128, seeds=1, batch=128, glorot_width=1000,
-                   he_depth=20, train_depth=20, train_width=64, epochs=8, lrs=[0.1])  # fmt: skip
+                   he_depth=20, train_depth=20, train_width=64, epochs=8, lrs=[0.1],
+                   input_stds=[1.0, 0.5])  # fmt: skip
     else:
         cfg = dict(depths=[5, 10, 20, 30, 40, 50], width=256, seeds=5, batch=256,
                    glorot_width=1000, he_depth=30, train_depth=20, train_width=128,
-                   epochs=40, lrs=[0.01, 0.1])  # fmt: skip
+                   epochs=40, lrs=[0.01, 0.1], input_stds=[1.0, 0.5, 0.25])  # fmt: skip
     out = common.out_dir(args)
 
     maps = heat_maps(cfg["depths"], cfg["width"], cfg["seeds"], cfg["batch"])
@@ -366,7 +368,7 @@ def main(argv=None):
     for key in maps:
         name = key.replace("/", "_")
         figures.append(str(plot_heat_map(maps, key, cfg["depths"], out / f"vanishing_{name}.png")))
-    glorot = glorot_check(cfg["glorot_width"], cfg["seeds"], cfg["batch"])
+    glorot = glorot_check(cfg["glorot_width"], cfg["seeds"], cfg["batch"], cfg["input_stds"])
     he = he_check(cfg["he_depth"], cfg["width"], cfg["seeds"], cfg["batch"])
 
     data = jaxbp_data.digits()

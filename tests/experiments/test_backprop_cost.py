@@ -7,15 +7,6 @@ import pytest
 from experiments import backprop_cost as bc
 
 
-def test_references_compute_the_same_gradients_as_jaxbp():
-    for classify in (True, False):
-        prob = bc.mlp_problem((12, 16, 16, 5), 8, classify)
-        errors = bc.reference_errors(prob)
-        assert errors["numpy"] < 1e-4
-        if prob.torch_step is not None:
-            assert errors["torch"] < 1e-4
-
-
 def test_torch_is_optional(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
     prob = bc.mlp_problem((8, 8, 3), 4, True)
@@ -46,7 +37,9 @@ def test_tiny_run(tmp_path):
         man, ad = r["compiled"]["manual"], r["compiled"]["autodiff"]
         assert man["flops"] <= 1.01 * ad["flops"]
         assert man["temp_bytes"] <= 1.05 * ad["temp_bytes"] + 1024
+        # the NumPy and PyTorch references compute jaxbp's gradients (classifier and regression)
         assert r["reference_max_rel_error"]["numpy"] < 1e-4
+        assert r["reference_max_rel_error"].get("torch", 0.0) < 1e-4
     sgd = rows[0]["sgd_seconds_per_step"]
     assert {"manual_sgd_K1", "manual_sgd_K4", "numpy_sgd"} <= set(sgd)
     assert {"width_exponent_all", "depth_exponent"} <= set(result["fits"]["8"])
