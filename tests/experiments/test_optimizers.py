@@ -4,7 +4,7 @@ from experiments import optimizers
 
 
 def test_lr_sweep_and_comparison_tiny(tmp_path):
-    result = optimizers.main(["--tiny", "--steps", "60", "--out", str(tmp_path)])
+    result = optimizers.main(["--tiny", "--steps", "100", "--out", str(tmp_path)])
     sweep = {r["lr"]: r for r in result["sgd_sweep"]}
     # lr = 100 blows up and the divergence guard stops it; lr = 0.1 learns
     assert sweep[100.0]["diverged_at"] is not None
