@@ -207,8 +207,11 @@ def plot_sweep(sweep_runs, grid_runs, path):
         ax1.plot(curve[finite, 0], _smooth(curve[finite, 1]), color=color, label=label)
         if r["diverged_at"] is not None:  # off the top of the chart: mark where it stopped
             ax1.plot([r["diverged_at"]], [top], "x", color=color, ms=10, mew=2, clip_on=False)
-    ax1.set_ylim(None, top)
     ax1.set_yscale("log")
+    finite_losses = [
+        v for r in sweep_runs for _, v in r["train_curve"] if math.isfinite(v) and v > 0
+    ]
+    ax1.set_ylim(0.5 * min(finite_losses, default=1e-3), top)
     ax1.set_xlabel("step")
     ax1.set_ylabel("training loss (smoothed)")
     ax1.set_title("SGD: too small, good, too large")

@@ -48,8 +48,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests
     args = p.parse_args(argv)
-    steps = args.steps or (100 if args.tiny else 1000 if args.quick else 4000)
-    repeat = args.repeat or (1 if args.tiny else 5 if args.quick else 7)
+    steps = args.steps or (100 if args.tiny else 500 if args.quick else 4000)
+    repeat = args.repeat or (1 if args.tiny else 3 if args.quick else 7)
     ks = [1, 10, 100] if not args.tiny else [1, 10]
     steps = max(steps // max(ks) * max(ks), max(ks))
     out = common.out_dir(args)

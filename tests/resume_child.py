@@ -2,9 +2,9 @@
 
 usage: python tests/resume_child.py CHECKPOINT_DIR OUT.npz [--slow]
 
-Trains a digits MLP for 200 steps with checkpoints every 20 steps (resuming from CHECKPOINT_DIR
-when it holds one) and writes the final params to OUT.npz. --slow sleeps at every log point, so
-that the parent has time to kill the run in the middle.
+Trains an MLP on synthetic data for 200 steps with checkpoints every 20 steps (resuming from
+CHECKPOINT_DIR when it holds one) and writes the final training state to OUT.npz. --slow
+sleeps at every log point, so that the parent has time to kill the run in the middle.
 """
 
 import sys
@@ -17,7 +17,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import jaxbp  # noqa: E402
-from jaxbp import checkpoint, data, losses, optim, train  # noqa: E402
+from jaxbp import checkpoint, losses, optim, train  # noqa: E402
 
 
 def main(argv):
@@ -25,17 +25,19 @@ def main(argv):
     slow = "--slow" in argv
     found = checkpoint.latest(directory)
     print("start", 0 if found is None else checkpoint.read_metadata(found)["step"], flush=True)
-    d = data.digits(dtype=np.float64)
+    rng = np.random.default_rng(0)  # synthetic data: no scikit-learn import in the child
+    x = rng.normal(size=(600, 16))
+    y = (x[:, :4].argmax(axis=1) + (x[:, 4] > 0) * 4).astype(np.int32)  # 8 classes
     result = train.fit(
-        jaxbp.MLP([16], 10),
+        jaxbp.MLP([16], 8),
         losses.softmax_cross_entropy(),
         optim.adam(3e-3),
-        (d["x_train"][:600], d["y_train"][:600]),
+        (x[:500], y[:500]),
         key=jax.random.key(7),
         steps=200,
         batch_size=32,
-        eval_data=(d["x_test"], d["y_test"]),
-        eval_every=50,
+        eval_data=(x[500:], y[500:]),
+        eval_every=100,
         log_every=10,
         checkpoint_dir=directory,
         checkpoint_every=20,

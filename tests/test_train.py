@@ -257,7 +257,7 @@ def test_killed_run_resumes_to_bitwise_the_same_params(tmp_path):
 def test_fit_with_more_steps_per_call_than_an_epoch(digits):
     (x, y), _ = digits
     small = ((x[:64], y[:64]), (x[:64], y[:64]))  # 2 steps per epoch
-    one = _fit(small, steps=40, eval_every=20)
-    many = _fit(small, steps=40, eval_every=20, log_every=20, steps_per_call=20)
+    one = _fit(small, steps=20, eval_every=10)
+    many = _fit(small, steps=20, eval_every=10, log_every=5, steps_per_call=5)
     for a, b in zip(jax.tree.leaves(many.params), jax.tree.leaves(one.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
