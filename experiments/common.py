@@ -15,7 +15,8 @@ import jax
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="the small size `make demo` runs")
-    p.add_argument("--out", default=os.environ.get("JAXBP_RESULTS", "results"), help="results folder")
+    default_out = os.environ.get("JAXBP_RESULTS", "results")
+    p.add_argument("--out", default=default_out, help="results folder")
     p.add_argument("--seed", type=int, default=0)
     return p
 
