@@ -210,4 +210,3 @@ def test_bidirectional_initial_state_must_be_a_pair():
     _, p, s = layer.init(jax.random.key(0), (T, F))
     with pytest.raises(ValueError, match=r"'h0' must be a pair \(forward, backward\)"):
         layer.forward(p, s, {"x": jnp.ones((B, T, F)), "h0": jnp.ones((B, H))})
-
