@@ -4,4 +4,4 @@ from jaxbp.layers import dense, recurrent
 from jaxbp.layers.dense import Dense
 from jaxbp.layers.recurrent import GRU, LSTM, RNN, Bidirectional
 
-__all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Dense", "dense", "recurrent"]
+__all__ = ["Bidirectional", "Dense", "GRU", "LSTM", "RNN", "dense", "recurrent"]
