@@ -547,7 +547,7 @@ def _recurrent_layer(name, hidden, return_sequences, init_fn, forward_fn, backwa
         dparams, dx, *dstates = backward_fn(params, res, dy)
         if given is None:
             return dparams, dx
-        grads = {"x": dx, **{k: d for k, d in zip(keys, dstates) if k in given}}
+        grads = {"x": dx, **{k: d for k, d in zip(keys, dstates, strict=True) if k in given}}
         if "mask" in given:
             grads["mask"] = None
         return dparams, grads
