@@ -7,8 +7,8 @@ Trained with the hand-written backward (`jaxbp.value_and_grad`), Adam lr 3e-3, b
 batch norm uses batch statistics in training and its running averages at test time, dropout
 is on only in training. 1437 training / 360 test images (`jaxbp.data.digits(image=True)`).
 
-    python -m experiments.cnn_digits            # 2000 steps, 3 seeds
-    python -m experiments.cnn_digits --quick    # 600 steps, 1 seed
+    python -m experiments.cnn_digits            # 1000 steps, 3 seeds
+    python -m experiments.cnn_digits --quick    # 300 steps, 1 seed
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ def cnn(dropout: float = 0.3):
 
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 2000)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 1000)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     args = p.parse_args(argv)
-    steps = args.steps or (600 if args.quick else 2000)
+    steps = args.steps or (300 if args.quick else 1000)
     n_seeds = args.seeds or (1 if args.quick else 3)
     out = common.out_dir(args)
 

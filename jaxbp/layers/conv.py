@@ -183,9 +183,10 @@ def forward(params, x, *, stride=1, padding="VALID", dilation=1, groups: int = 1
     """y = x ⋆ W + b (cross-correlation), x: (N, *spatial, C_in) -> y: (N, *spatial_out, C_out)."""
     W = params["W"]  # (*window, C_in/G, C_out)
     nd, _, stride, dilation, pads = _resolve(W, x, stride, padding, dilation)
+    dtype = jnp.result_type(x, W)  # mixed float32/float64 promotes, as x @ W would
     y = lax.conv_general_dilated(
-        x,
-        W,
+        x.astype(dtype),
+        W.astype(dtype),
         window_strides=stride,
         padding=pads,
         rhs_dilation=dilation,
@@ -199,8 +200,9 @@ def forward(params, x, *, stride=1, padding="VALID", dilation=1, groups: int = 1
 
 def backward(params, residuals, dy, *, stride=1, padding="VALID", dilation=1, groups: int = 1):
     """(dparams, dx) for `forward` with the same hyperparameters; dy: (N, *spatial_out, C_out)."""
-    x = residuals.x  # (N, *spatial, C_in)
-    W = params["W"]  # (*window, C_in/G, C_out)
+    x_dtype, W_dtype = residuals.x.dtype, params["W"].dtype
+    x = residuals.x.astype(dy.dtype)  # (N, *spatial, C_in), in the forward's (promoted) dtype
+    W = params["W"].astype(dy.dtype)  # (*window, C_in/G, C_out)
     nd, kernel, stride, dilation, pads = _resolve(W, x, stride, padding, dilation)
     spatial, out = x.shape[1:-1], dy.shape[1:-1]
     ke = effective_kernel(kernel, dilation)
@@ -214,7 +216,7 @@ def backward(params, residuals, dy, *, stride=1, padding="VALID", dilation=1, gr
     # ∂L/∂b = Σ over batch and positions of δ: (C_out,)
     dparams = {}
     if "b" in params:
-        dparams["b"] = dy.sum(axis=tuple(range(nd + 1)))
+        dparams["b"] = dy.sum(axis=tuple(range(nd + 1))).astype(params["b"].dtype)
 
     # ∂L/∂W[k, i, o] = Σ_{n,t} x̃[n, t·s + k·d, i] δ[n, t, o]: a convolution whose "batch" is
     # C_in, whose features are N, whose kernel is δ dilated by s, with taps spaced by d. With
@@ -227,7 +229,7 @@ def backward(params, residuals, dy, *, stride=1, padding="VALID", dilation=1, gr
         rhs_dilation=stride,
         dimension_numbers=_WEIGHT_DN[nd],
         batch_group_count=groups,
-    )  # (*window, C_in/G, C_out)
+    ).astype(W_dtype)  # (*window, C_in/G, C_out)
 
     # ∂L/∂x = δ (dilated by s) ⋆ W flipped in space, channels swapped within each group:
     # W↺[k, o', g·C_in/G + i] = W[K − 1 − k, i, g·C_out/G + o'].
@@ -246,7 +248,7 @@ def backward(params, residuals, dy, *, stride=1, padding="VALID", dilation=1, gr
         dimension_numbers=_FORWARD_DN[nd],
         feature_group_count=groups,
     )  # (N, *spatial, C_in)
-    return dparams, dx
+    return dparams, dx.astype(x_dtype)
 
 
 # --------------------------------------------------------------------------------- layers

@@ -102,7 +102,11 @@ def batch_norm_backward(params, residuals, dy):
         dx = scale * (dy - dbeta / m - x_hat * (dgamma / m))  # (N, ..., C)
     else:
         dx = scale * dy
-    return {"scale": dgamma, "bias": dbeta}, dx
+    dparams = {
+        "scale": dgamma.astype(params["scale"].dtype),
+        "bias": dbeta.astype(params["bias"].dtype),
+    }
+    return dparams, dx.astype(x_hat.dtype)
 
 
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
@@ -163,12 +167,15 @@ def layer_norm_forward(params, x, *, eps=1e-5):
 def layer_norm_backward(params, residuals, dy):
     x_hat, inv_std = residuals  # (..., C), (..., 1)
     rows = tuple(range(dy.ndim - 1))
-    dparams = {"scale": (dy * x_hat).sum(axis=rows), "bias": dy.sum(axis=rows)}  # (C,)
+    dparams = {  # (C,)
+        "scale": (dy * x_hat).sum(axis=rows).astype(params["scale"].dtype),
+        "bias": dy.sum(axis=rows).astype(params["bias"].dtype),
+    }
     g = params["scale"] * dy  # ∂L/∂x̂: (..., C)
     dx = inv_std * (
         g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True)
     )
-    return dparams, dx
+    return dparams, dx.astype(x_hat.dtype)
 
 
 def LayerNorm(eps: float = 1e-5) -> Layer:

@@ -112,3 +112,14 @@ def test_input_errors_name_layer_and_shapes():
         layer.forward(params, (), jnp.ones((2, 5, 5, 3), jnp.int32))
     with pytest.raises(ValueError, match="larger than the padded input"):
         layer.forward(params, (), jnp.ones((2, 2, 5, 3)))
+
+
+def test_mixed_precision_keeps_each_dtype():
+    """float32 data with float64 params (x64 on) promotes like x @ W; grads keep their dtypes."""
+    layer = jaxbp.Conv1D(3, 2)
+    _, params, _ = layer.init(jax.random.key(0), (5, 2))
+    x = jnp.ones((2, 5, 2), jnp.float32)
+    y, res, _ = layer.forward(params, (), x)
+    dparams, dx = layer.backward(params, res, jnp.ones_like(y))
+    assert y.dtype == jnp.float64 and dx.dtype == jnp.float32
+    assert dparams["W"].dtype == dparams["b"].dtype == jnp.float64
