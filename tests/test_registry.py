@@ -20,7 +20,7 @@ MODES = {
 }
 
 SETTINGS = settings(
-    max_examples=2,
+    max_examples=1,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
