@@ -65,11 +65,23 @@ def cnn(channels: int = 25):
     )
 
 
-# One entry per table row; the recurrent family adds "GRU": Model(gru, 91.0).
+def gru(hidden: int = 6):
+    """Bidirectional GRU over the 40 samples as a sequence; all 40 outputs (2 × 6 features
+    each) flattened into one linear layer 480 → 10."""
+    return jaxbp.serial(
+        jaxbp.Reshape((40, 1)),  # (N, 40) -> (N, 40, 1): a sequence of 40 scalars
+        jaxbp.Bidirectional(jaxbp.GRU(hidden, return_sequences=True)),  # (N, 40, 12)
+        jaxbp.Flatten(),  # (N, 480)
+        jaxbp.Dense(10, w_init=W_INIT),
+    )
+
+
+# One entry per table row.
 MODELS: dict[str, Model] = {
     "logistic": Model(logistic, 32.0),
     "MLP": Model(mlp, 68.0),
     "CNN": Model(cnn, 94.0),
+    "GRU": Model(gru, 91.0),
 }
 
 

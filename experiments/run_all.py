@@ -19,7 +19,6 @@ EXPERIMENTS = [
     "experiments.bench_rnn",
     "experiments.adding_problem",
     "experiments.exploding_gradients",
-    "experiments.mnist1d_gru",
 ]
 
 

@@ -127,8 +127,9 @@ def _randomized(layer: Layer) -> Layer:
 
 
 def _norm(make, train: bool):
-    """Shapes with >= 3 features per normalized group and >= 3 positions per channel: with 2
-    values x̂ = ±1 and the true dx is O(ε), which no float32 computation resolves."""
+    """Shapes with >= 3 features per normalized group and >= 3 positions per channel: dx is δ
+    with its projection on span{1, x̂} removed, so with 2 values per group (x̂ = ±1) the true dx
+    is a tiny difference of large terms, which float32 cannot resolve."""
 
     def build(rng):
         shape = (

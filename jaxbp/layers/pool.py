@@ -26,7 +26,8 @@ Example:
     >>> from jaxbp.layers import pool
     >>> x = jnp.array([[[1.0], [3.0], [3.0], [2.0]]])          # (1, 4, 1), a tie in window 0
     >>> y, res = pool.max_forward(x, window=(3,), stride=(1,))
-    >>> y[0, :, 0].tolist(), pool.max_backward(res, jnp.ones_like(y))[0, :, 0].tolist()
+    >>> dx = pool.max_backward(res, jnp.ones_like(y), window=(3,), stride=(1,))
+    >>> y[0, :, 0].tolist(), dx[0, :, 0].tolist()
     ([3.0, 3.0], [0.0, 2.0, 0.0, 0.0])
 """
 
@@ -174,7 +175,7 @@ def avg_forward(x, *, window, stride=None, padding="VALID"):
     pads, out = _geometry(x, window, stride, padding)
     sums = lax.reduce_window(
         x,
-        jnp.zeros((), x.dtype),
+        np.zeros((), x.dtype),  # a concrete 0 makes XLA use its window-sum op
         lax.add,
         (1, *window, 1),
         (1, *stride, 1),
@@ -201,7 +202,7 @@ def avg_backward(residuals, dy, *, window, stride=None):
     cfg.append((0, 0, 0))
     spread = lax.pad(g, jnp.zeros((), g.dtype), cfg)
     dxp = lax.reduce_window(
-        spread, jnp.zeros((), g.dtype), lax.add, (1, *window, 1), (1,) * (len(window) + 2), "VALID"
+        spread, np.zeros((), g.dtype), lax.add, (1, *window, 1), (1,) * (len(window) + 2), "VALID"
     )  # (N, *padded, C)
     return _crop(dxp, pads)
 

@@ -4,11 +4,9 @@ they claim to measure."""
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from experiments import adding_problem, bench_rnn, exploding_gradients, mnist1d_gru
-from jaxbp import check
+from experiments import adding_problem, bench_rnn, exploding_gradients
 
 
 def test_adding_batch_marks_one_step_in_each_half():
@@ -54,20 +52,3 @@ def test_bench_rnn_compares_equal_gradients(tmp_path):
     for row in result["rows"]:
         assert row["grad_rel_err"] < 1e-4  # float32: both compute the same gradient
         assert row["temp_manual_MiB"] > 0 and row["time_manual_ms"] > 0
-
-
-def test_mnist1d_gru_model_and_flatten():
-    model = mnist1d_gru.gru_model()
-    out_shape, params, state = model.init(jax.random.key(0), (40, 1))
-    assert out_shape == (10,)
-    assert params[2]["W"].shape == (480, 10)
-    check.check_layer(mnist1d_gru.flatten(), (3, 4), jit=True)
-    y, _, _ = model.forward(params, state, jnp.ones((2, 40, 1)))
-    assert y.shape == (2, 10)
-
-
-def test_mnist1d_gru_runs_tiny(tmp_path):
-    argv = ["--steps", "20", "--n-train", "200", "--out", str(tmp_path)]
-    result = mnist1d_gru.main(argv)
-    assert 0 <= result["test_accuracy_mean"] <= 1
-    assert (tmp_path / "mnist1d_gru.png").exists()
