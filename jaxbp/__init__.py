@@ -1,9 +1,9 @@
-"""jaxbp: backpropagation written out by hand in JAX, and proven equal to jax.grad.
+"""jaxbp: backpropagation written out by hand in JAX, and proven equal to JAX's autodiff.
 
 Levels: ops (`jaxbp.layers.dense.forward/backward`, ...), layers (`Dense(256)`, `Relu()`, ...)
 composed with `serial`/`residual`/`parallel`, and models (a layer plus a loss, differentiated by
 `value_and_grad`). `jaxbp.check` verifies any backward; `jaxbp.autodiff` plugs a layer's
-backward into `jax.grad`.
+backward into JAX's own differentiation.
 """
 
 import importlib
