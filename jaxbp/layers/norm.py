@@ -109,6 +109,17 @@ def batch_norm_backward(params, residuals, dy):
     return dparams, dx.astype(x_hat.dtype)
 
 
+def _init_scale_bias(name: str, in_shape):
+    """The shared init of both norms: γ = 1, β = 0 per feature (the last axis)."""
+    in_shape = as_shape(in_shape)
+    if len(in_shape) < 1:
+        raise ValueError(
+            f"{name}: needs per-example input of rank >= 1 (features last), got {in_shape}"
+        )
+    c = in_shape[-1]
+    return in_shape, {"scale": jnp.ones((c,)), "bias": jnp.zeros((c,))}
+
+
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
     """Batch normalization over all axes but the last (channels-last), with running statistics.
 
@@ -129,13 +140,8 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
         raise ValueError(f"{name}: eps must be positive, got {eps}")
 
     def init(key, in_shape):
-        in_shape = as_shape(in_shape)
-        if len(in_shape) < 1:
-            raise ValueError(
-                f"{name}: needs per-example input of rank >= 1 (features last), got {in_shape}"
-            )
+        in_shape, params = _init_scale_bias(name, in_shape)
         c = in_shape[-1]
-        params = {"scale": jnp.ones((c,)), "bias": jnp.zeros((c,))}
         state = {"mean": jnp.zeros((c,)), "var": jnp.ones((c,))}
         return in_shape, params, state
 
@@ -194,13 +200,8 @@ def LayerNorm(eps: float = 1e-5) -> Layer:
         raise ValueError(f"{name}: eps must be positive, got {eps}")
 
     def init(key, in_shape):
-        in_shape = as_shape(in_shape)
-        if len(in_shape) < 1:
-            raise ValueError(
-                f"{name}: needs per-example input of rank >= 1 (features last), got {in_shape}"
-            )
-        c = in_shape[-1]
-        return in_shape, {"scale": jnp.ones((c,)), "bias": jnp.zeros((c,))}, ()
+        in_shape, params = _init_scale_bias(name, in_shape)
+        return in_shape, params, ()
 
     def forward(params, state, x, *, key=None, train=False):
         check_float_input(name, x)
