@@ -57,8 +57,11 @@ def build(cell: str, hidden: int):
     return jaxbp.serial(CELLS[cell](hidden), jaxbp.Dense(1))
 
 
-def train(cell, T, hidden, steps, batch, lr, clip, chunk, seed):
-    """Train one model; returns the curve (step, chunk-mean MSE), final MSE and run time."""
+def train(cell, T, hidden, steps, batch, lr, clip, chunk, seed, settle=None):
+    """Train one model; returns the curve (step, chunk-mean MSE), final MSE and run time.
+
+    With `settle`, training stops once the chunk MSE has stayed below the threshold for
+    `settle` further steps (the ungated RNN never gets there and runs all `steps`)."""
     model, loss = build(cell, hidden), losses.mse()
     k_init, k_data, k_test = jax.random.split(jax.random.key(seed), 3)
     _, params, state = model.init(k_init, (T, 2))
@@ -85,7 +88,7 @@ def train(cell, T, hidden, steps, batch, lr, clip, chunk, seed):
         x, y = adding_batch(k_test, 2000, T)
         return jnp.mean((model.forward(params, state, x)[0] - y) ** 2)
 
-    curve, crossed = [], None
+    curve, first, crossed = [], None, None  # first chunk below 0.01; start of the last stay
     t0 = time.perf_counter()
     for i in range(steps // chunk):
         params, opt_state, mse = run_chunk(params, opt_state, jax.random.fold_in(k_data, i))
@@ -93,6 +96,13 @@ def train(cell, T, hidden, steps, batch, lr, clip, chunk, seed):
         curve.append((step, float(mse)))
         if crossed is None and float(mse) < THRESHOLD:
             crossed = step
+            first = first or step
+        elif crossed is not None and float(mse) >= THRESHOLD:
+            crossed = None  # it rose again: the crossing did not hold
+        if step % (10 * chunk) == 0:
+            print(f"    {cell} T={T} step {step}: MSE {float(mse):.4f}", flush=True)
+        if settle is not None and crossed is not None and step - crossed >= settle:
+            break
     final = float(test_mse(params))
     seconds = time.perf_counter() - t0
     print(
@@ -105,6 +115,8 @@ def train(cell, T, hidden, steps, batch, lr, clip, chunk, seed):
         "T": T,
         "final_mse": final,
         "step_below_0.01": crossed,
+        "first_step_below_0.01": first,
+        "steps_run": step,
         "curve": curve,
         "seconds": seconds,
     }
@@ -137,6 +149,12 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=None, help="1e-3 (3e-3 with --quick)")
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--chunk", type=int, default=None)
+    p.add_argument(
+        "--settle",
+        type=int,
+        default=None,
+        help="stop a run once its MSE has stayed below 0.01 for this many steps",
+    )
     args = p.parse_args(argv)
     if args.quick:
         # small enough for `make demo`; a larger step size so the split shows in 1500 steps
@@ -165,7 +183,18 @@ def main(argv=None):
     }
     for T in Ts:
         for cell in args.cells:
-            run = train(cell, T, hidden, steps, args.batch, args.lr, args.clip, chunk, args.seed)
+            run = train(
+                cell,
+                T,
+                hidden,
+                steps,
+                args.batch,
+                args.lr,
+                args.clip,
+                chunk,
+                args.seed,
+                args.settle,
+            )
             result["runs"].append(run)
             common.save_json(out / "adding_problem.json", result)  # partial results survive
     runs = result["runs"]

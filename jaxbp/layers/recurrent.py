@@ -23,7 +23,9 @@ above are then single matrix products over all time × batch rows, after the sca
 T small products accumulated step by step, as the autodiff of the scan does. The residuals kept
 are the input x (for ∂W), the hidden states (the layer's output itself when it returns
 sequences; they give h_{t−1} for ∂U), and per step only the activated gates the derivatives
-need (σ′ and tanh′ are read from the gate outputs).
+need (σ′ and tanh′ are read from the gate outputs). Step t of the reverse scan is the last to
+read the gates at t (RNN: the output gradient at t), so it writes δ_t over them in place
+(`_bptt`): the deltas take no memory of their own.
 
 **Initial state and mask.** A layer's input is either the array x, or a dict
 
@@ -117,10 +119,34 @@ def _states_time_major(hs, sequences):
     return _time_major(hs) if sequences else hs
 
 
-def _recurrent_gradient(h0, hs_tm, deltas):
-    """∂U = Σ_t h_{t−1}ᵀ δ_t = h_0ᵀ δ_1 + Σ_{t≥2} h_{t−1}ᵀ δ_t over all time × batch rows, read
-    from the states h_1..h_T without building the shifted copy [h_0, ..., h_{T−1}]."""
-    return h0.T @ deltas[0] + _sum_outer(hs_tm[:-1], deltas[1:])
+def _states_before(h0, hs_tm):
+    """The states entering each step, [h_0, ..., h_{T−1}] (T, B, H), from h_0 and h_1..h_T.
+
+    One shifted copy of the states: it is both what the BPTT step reads and the left operand of
+    ∂U = Σ_t h_{t−1}ᵀ δ_t. (Summing h_0ᵀ δ_1 + Σ h_{1..T−1}ᵀ δ_{2..T} instead makes XLA copy
+    both sliced operands, and δ can be 4H wide.)"""
+    return jnp.concatenate([h0[None], hs_tm[:-1]], axis=0)
+
+
+def _bptt(step, carry, buffer, xs):
+    """The BPTT loop: a reverse scan over t = T, …, 1 in which step t turns row t of `buffer`
+    into δ_t, written back into that row.
+
+    `step(carry, row_t, xs_t) -> (carry, δ_t)`, with row_t the buffer's row t before it is
+    overwritten: the output gradient at t (RNN) or the gates at t (LSTM, GRU), which step t is
+    the last to read. Writing δ_t over it (`dynamic_update_index_in_dim` on a scan carry,
+    in place in XLA) keeps one (T, B, ·) array where `lax.scan`'s stacked outputs would add a
+    second. Returns (carry, deltas (T, B, ·))."""
+
+    def body(state, inputs):
+        carry, buf = state
+        t, xs_t = inputs
+        carry, delta = step(carry, lax.dynamic_index_in_dim(buf, t, keepdims=False), xs_t)
+        return (carry, lax.dynamic_update_index_in_dim(buf, delta, t, 0)), None
+
+    steps = jnp.arange(buffer.shape[0])
+    (carry, deltas), _ = lax.scan(body, (carry, buffer), (steps, xs), reverse=True)
+    return carry, deltas
 
 
 def _output_gradient(dy, like):
@@ -203,9 +229,9 @@ def rnn_backward(params, residuals, dy, *, activation="tanh"):
     dys, dh_T = _output_gradient(dy, h0)  # (T, B, H) or None; (B, H)
     hs_tm = _states_time_major(hs, dy.ndim == 3)  # (T, B, H)
 
-    def step(dh, inputs):
-        h_t, dy_t, m_t = inputs
-        g = dh if dy_t is None else dh + dy_t  # ∂L/∂h_t, (B, H)
+    def step(dh, dy_t, inputs):
+        h_t, m_t = inputs
+        g = dh + dy_t  # ∂L/∂h_t, (B, H)
         delta = g * _rnn_f_prime_from_output(activation, h_t)  # ∂L/∂z_t, (B, H)
         dh_prev = delta @ U.T  # (B, H)
         if m_t is not None:
@@ -213,11 +239,13 @@ def rnn_backward(params, residuals, dy, *, activation="tanh"):
             dh_prev = jnp.where(m_t, dh_prev, g)
         return dh_prev, delta
 
-    dh0, deltas = lax.scan(step, dh_T, (hs_tm, dys, m), reverse=True)  # deltas: (T, B, H)
+    # δ_t overwrites the output gradient at t (a zero buffer when only h_T is an output)
+    buffer = jnp.zeros_like(hs_tm) if dys is None else dys
+    dh0, deltas = _bptt(step, dh_T, buffer, (hs_tm, m))  # deltas: (T, B, H)
     dW, dx = _input_gradients(x, deltas, W)  # Σ_t x_tᵀ δ_t; δ_t Wᵀ
     dparams = {
         "W": dW,  # (F, H) = Σ_t x_tᵀ δ_t
-        "U": _recurrent_gradient(h0, hs_tm, deltas),  # (H, H) = Σ_t h_{t−1}ᵀ δ_t
+        "U": _sum_outer(_states_before(h0, hs_tm), deltas),  # (H, H) = Σ_t h_{t−1}ᵀ δ_t
         "b": deltas.sum(axis=(0, 1)),  # (H,)
     }
     return dparams, dx, dh0
@@ -319,9 +347,9 @@ def lstm_backward(params, residuals, dy):
     H = U.shape[0]
     dys, dh_T = _output_gradient(dy, h0)
 
-    def step(carry, inputs):
+    def step(carry, gates_t, inputs):
         dh, dc, c_t = carry
-        c_prev, gates_t, dy_t, m_t = inputs
+        c_prev, dy_t, m_t = inputs
         i, f, g, o = (gates_t[:, k * H : (k + 1) * H] for k in range(4))
         gh = dh if dy_t is None else dh + dy_t  # ∂L/∂h_t, (B, H)
         tau = jnp.tanh(c_t)
@@ -340,12 +368,13 @@ def lstm_backward(params, residuals, dy):
         return (dh_prev, dc_prev, c_prev), delta
 
     init = (dh_T, jnp.zeros_like(dh_T), c_T)
-    (dh0, dc0, _), deltas = lax.scan(step, init, (c_prev_all, gates, dys, m), reverse=True)
+    # δ_t = [δ_i, δ_f, δ_g, δ_o] overwrites the gates [i, f, g, o] at t
+    (dh0, dc0, _), deltas = _bptt(step, init, gates, (c_prev_all, dys, m))  # (T, B, 4H)
     hs_tm = _states_time_major(hs, dy.ndim == 3)  # (T, B, H)
     dW, dx = _input_gradients(x, deltas, W)  # Σ_t x_tᵀ δ_t; δ_t Wᵀ
     dparams = {
         "W": dW,  # (F, 4H)
-        "U": _recurrent_gradient(h0, hs_tm, deltas),  # (H, 4H)
+        "U": _sum_outer(_states_before(h0, hs_tm), deltas),  # (H, 4H) = Σ_t h_{t−1}ᵀ δ_t
         "b": deltas.sum(axis=(0, 1)),  # (4H,)
     }
     return dparams, dx, dh0, dc0
@@ -418,21 +447,19 @@ def gru_backward(params, residuals, dy):
         δ_q = δ_n ⊙ r                                (∂L/∂s_n = ∂L/∂b_hn)
         ∂L/∂h_{t−1} = g ⊙ u + [δ_r, δ_u, δ_q] Uᵀ
 
-    (masked step: all δ = 0 and ∂L/∂h_{t−1} = g). The scan emits δ_a = [δ_r, δ_u, δ_n] and δ_q;
-    after it, as single matmuls: ∂W = Σ x_tᵀ δ_a, ∂b = Σ δ_a, ∂b_hn = Σ δ_q, and
-    ∂U = Σ h_{t−1}ᵀ [δ_r, δ_u, δ_q] (the r, u blocks read from Σ h_{t−1}ᵀ δ_a).
+    (masked step: all δ = 0 and ∂L/∂h_{t−1} = g). Step t writes [δ_r, δ_u, δ_n, δ_q] over the
+    gates [r, u, n, q] it has read; after the scan, as single matmuls with δ_a = [δ_r, δ_u, δ_n]:
+    ∂W = Σ x_tᵀ δ_a, ∂x_t = δ_a Wᵀ, ∂b = Σ δ_a, ∂b_hn = Σ δ_q, ∂U = Σ h_{t−1}ᵀ [δ_r, δ_u, δ_q].
     Returns (dparams, dx, dh0).
     """
     x, h0, hs, gates, m = residuals
     W, U = params["W"], params["U"]
     H = U.shape[0]
     dys, dh_T = _output_gradient(dy, h0)
-    hs_tm = _states_time_major(hs, dy.ndim == 3)  # (T, B, H)
+    hs_prev = _states_before(h0, _states_time_major(hs, dy.ndim == 3))  # h_{t−1}, (T, B, H)
 
-    def step(dh, inputs):
-        t, gates_t, dy_t, m_t = inputs
-        # h_{t−1}: read from the states (no shifted copy of them is built)
-        h_prev = jnp.where(t == 0, h0, lax.dynamic_index_in_dim(hs_tm, t - 1, keepdims=False))
+    def step(dh, gates_t, inputs):
+        h_prev, dy_t, m_t = inputs
         r, u, n, q = (gates_t[:, k * H : (k + 1) * H] for k in range(4))
         g = dh if dy_t is None else dh + dy_t  # ∂L/∂h_t, (B, H)
         delta_u = g * (h_prev - n) * u * (1 - u)
@@ -440,22 +467,23 @@ def gru_backward(params, residuals, dy):
         delta_r = delta_n * q * r * (1 - r)
         delta_q = delta_n * r
         dh_prev = g * u + jnp.concatenate([delta_r, delta_u, delta_q], axis=-1) @ U.T
-        delta_a = jnp.concatenate([delta_r, delta_u, delta_n], axis=-1)  # (B, 3H)
+        delta = jnp.concatenate([delta_r, delta_u, delta_n, delta_q], axis=-1)  # (B, 4H)
         if m_t is not None:
-            delta_a = jnp.where(m_t, delta_a, 0)
-            delta_q = jnp.where(m_t, delta_q, 0)
+            delta = jnp.where(m_t, delta, 0)
             dh_prev = jnp.where(m_t, dh_prev, g)
-        return dh_prev, (delta_a, delta_q)
+        return dh_prev, delta
 
-    steps = jnp.arange(hs_tm.shape[0])
-    dh0, (delta_a, delta_q) = lax.scan(step, dh_T, (steps, gates, dys, m), reverse=True)
-    dU = _recurrent_gradient(h0, hs_tm, delta_a)  # (H, 3H); its n block is replaced below
-    dW, dx = _input_gradients(x, delta_a, W)  # Σ_t x_tᵀ δ_t; δ_t Wᵀ
+    # δ_t = [δ_r, δ_u, δ_n, δ_q] overwrites the gates [r, u, n, q] at t
+    dh0, deltas = _bptt(step, dh_T, gates, (hs_prev, dys, m))  # (T, B, 4H)
+    delta_a = deltas[..., : 3 * H]  # ∂L/∂a = [δ_r, δ_u, δ_n], (T, B, 3H)
+    delta_s = jnp.concatenate([deltas[..., : 2 * H], deltas[..., 3 * H :]], -1)  # ∂L/∂s
+    dW, dx = _input_gradients(x, delta_a, W)  # Σ_t x_tᵀ δ_a; δ_a Wᵀ
+    sums = deltas.sum(axis=(0, 1))  # (4H,)
     dparams = {
         "W": dW,  # (F, 3H)
-        "U": dU.at[:, 2 * H :].set(_recurrent_gradient(h0, hs_tm, delta_q)),  # (H, 3H)
-        "b": delta_a.sum(axis=(0, 1)),  # (3H,)
-        "b_hn": delta_q.sum(axis=(0, 1)),  # (H,)
+        "U": _sum_outer(hs_prev, delta_s),  # (H, 3H) = Σ_t h_{t−1}ᵀ [δ_r, δ_u, δ_q]
+        "b": sums[: 3 * H],  # (3H,)
+        "b_hn": sums[3 * H :],  # (H,)
     }
     return dparams, dx, dh0
 
