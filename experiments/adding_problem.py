@@ -1,6 +1,8 @@
 """The adding problem: why gated cells exist.
 
-    python -m experiments.adding_problem [--quick] [--T 100 200] [--steps 3000]
+    python -m experiments.adding_problem [--quick] [--T 100 200] [--steps 10000] [--settle 1000]
+    (full size, the defaults: T = 100 and 200, 10000 steps at most, settle 1000)
+    python -m experiments.adding_problem --merge a/adding_problem.json b/adding_problem.json
 
 Hochreiter & Schmidhuber (1997), in the setup of Arjovsky, Shah & Bengio (2016): each input
 step is a pair (value, marker) with value ~ U[0, 1]; exactly two markers are 1, one at a random
@@ -13,13 +15,18 @@ hand-written BPTT, `optax.rmsprop(1e-3)` after `optax.clip_by_global_norm(1.0)`,
 bias 1, a fresh batch of 50 every step. `--quick` (for `make demo`): T = 50, hidden 32, lr 3e-3,
 1500 steps. `--chunk` steps run inside one compiled `lax.scan`; the curve
 is the mean training MSE of each chunk (every batch is new data, so it is a test error too), and
-the final MSE is measured on 2000 fresh sequences. Writes adding_problem.json and
-adding_problem.png.
+the final MSE is measured on 2000 fresh sequences. `--settle N` ends a run once its MSE has stayed
+below 0.01 for N steps. Runs split over processes (one per core, `--T`/`--cells`/`--out` each)
+are joined by `--merge`. Every 10 chunks a run saves a checkpoint under
+`<out>/checkpoints/<run>/`; the same command started again (after a kill) resumes from it. Writes
+adding_problem.json and adding_problem.png.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +35,7 @@ import optax
 
 import jaxbp
 from experiments import common
-from jaxbp import losses
+from jaxbp import checkpoint, losses
 
 THRESHOLD = 0.01
 BASELINE = 1 / 6
@@ -57,11 +64,14 @@ def build(cell: str, hidden: int):
     return jaxbp.serial(CELLS[cell](hidden), jaxbp.Dense(1))
 
 
-def train(cell, T, hidden, steps, batch, lr, clip, chunk, seed, settle=None):
+def train(cell, T, hidden, steps, batch, lr, clip, chunk, seed, settle=None, ckpt_dir=None):
     """Train one model; returns the curve (step, chunk-mean MSE), final MSE and run time.
 
     With `settle`, training stops once the chunk MSE has stayed below the threshold for
-    `settle` further steps (the ungated RNN never gets there and runs all `steps`)."""
+    `settle` further steps (the ungated RNN never gets there and runs all `steps`). With
+    `ckpt_dir`, the parameters, optimizer state and curve are saved every 10 chunks, and a run
+    started again with the same arguments continues from the last save (data chunk i is
+    `fold_in(key, i)` either way, so the resumed run sees the same batches)."""
     model, loss = build(cell, hidden), losses.mse()
     k_init, k_data, k_test = jax.random.split(jax.random.key(seed), 3)
     _, params, state = model.init(k_init, (T, 2))
@@ -89,8 +99,17 @@ def train(cell, T, hidden, steps, batch, lr, clip, chunk, seed, settle=None):
         return jnp.mean((model.forward(params, state, x)[0] - y) ** 2)
 
     curve, first, crossed = [], None, None  # first chunk below 0.01; start of the last stay
-    t0 = time.perf_counter()
-    for i in range(steps // chunk):
+    start, seconds_before = 0, 0.0
+    if ckpt_dir is not None and checkpoint.latest(ckpt_dir) is not None:
+        (params, opt_state), meta = checkpoint.load(
+            checkpoint.latest(ckpt_dir), like=(params, opt_state)
+        )
+        start, curve, seconds_before = meta["step"] // chunk, meta["curve"], meta["seconds"]
+        first, crossed = meta["first"], meta["crossed"]
+        print(f"    {cell} T={T}: resumed at step {meta['step']}", flush=True)
+    t0 = time.perf_counter() - seconds_before
+    step = start * chunk
+    for i in range(start, steps // chunk):
         params, opt_state, mse = run_chunk(params, opt_state, jax.random.fold_in(k_data, i))
         step = (i + 1) * chunk
         curve.append((step, float(mse)))
@@ -101,6 +120,10 @@ def train(cell, T, hidden, steps, batch, lr, clip, chunk, seed, settle=None):
             crossed = None  # it rose again: the crossing did not hold
         if step % (10 * chunk) == 0:
             print(f"    {cell} T={T} step {step}: MSE {float(mse):.4f}", flush=True)
+            if ckpt_dir is not None:
+                meta = {"curve": curve, "first": first, "crossed": crossed,
+                        "seconds": time.perf_counter() - t0}  # fmt: skip
+                checkpoint.save(ckpt_dir, step, (params, opt_state), metadata=meta, keep=2)
         if settle is not None and crossed is not None and step - crossed >= settle:
             break
     final = float(test_mse(params))
@@ -139,6 +162,30 @@ def plot(runs, path):
     return common.save_figure(fig, path)
 
 
+def run_name(cell, T, hidden, args) -> str:
+    """The folder name of one run's checkpoints: every setting that changes the run."""
+    name = "".join(c for c in cell if c.isalnum())
+    return f"{name}_T{T}_h{hidden}_b{args.batch}_lr{args.lr:g}_clip{args.clip:g}_seed{args.seed}"
+
+
+def merge(paths, out):
+    """One result from several partial ones: their runs, ordered by T and cell."""
+    parts = [json.loads(Path(path).read_text()) for path in paths]
+    order = {cell: k for k, cell in enumerate(CELLS)}
+    runs = sorted(
+        (r for part in parts for r in part["runs"]), key=lambda r: (r["T"], order[r["cell"]])
+    )
+    setup = dict(parts[0]["setup"], T=sorted({r["T"] for r in runs}))
+    result = {"setup": setup, "runs": runs, "merged_from": [str(p) for p in paths],
+              "machine": parts[0]["machine"]}  # fmt: skip
+    for r in runs:
+        print(f"  {r['cell']:<10} T={r['T']:<4} final MSE {r['final_mse']:.4f}  below "
+              f"{THRESHOLD} from step {r['step_below_0.01']}  ({r['seconds']:.0f} s)")  # fmt: skip
+    common.save_json(out / "adding_problem.json", result)
+    plot(runs, out / "adding_problem.png")
+    return result
+
+
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths")
@@ -155,13 +202,29 @@ def main(argv=None):
         default=None,
         help="stop a run once its MSE has stayed below 0.01 for this many steps",
     )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="combine the runs of several adding_problem.json files (e.g. runs split over "
+        "cores) into one JSON and figure in --out, without training",
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, common.out_dir(args))
     if args.quick:
         # small enough for `make demo`; a larger step size so the split shows in 1500 steps
         Ts, hidden, steps, chunk = args.T or [50], args.hidden or 32, args.steps or 1500, 50
         args.lr = args.lr or 3e-3
     else:
-        Ts, hidden, steps, chunk = args.T or [100, 200], args.hidden or 128, args.steps or 3000, 100
+        Ts, hidden, steps, chunk = (
+            args.T or [100, 200],
+            args.hidden or 128,
+            args.steps or 10000,
+            100,
+        )
+        args.settle = args.settle or 1000
     chunk = args.chunk or chunk
     args.lr = args.lr or 1e-3
     out = common.out_dir(args)
@@ -176,6 +239,7 @@ def main(argv=None):
             "forget_bias": 1.0,
             "chunk": chunk,
             "threshold": THRESHOLD,
+            "settle": args.settle,
             "baseline_mse": BASELINE,
         },
         "runs": [],
@@ -194,6 +258,7 @@ def main(argv=None):
                 chunk,
                 args.seed,
                 args.settle,
+                out / "checkpoints" / run_name(cell, T, hidden, args),
             )
             result["runs"].append(run)
             common.save_json(out / "adding_problem.json", result)  # partial results survive

@@ -23,9 +23,9 @@ above are then single matrix products over all time × batch rows, after the sca
 T small products accumulated step by step, as the autodiff of the scan does. The residuals kept
 are the input x (for ∂W), the hidden states (the layer's output itself when it returns
 sequences; they give h_{t−1} for ∂U), and per step only the activated gates the derivatives
-need (σ′ and tanh′ are read from the gate outputs). Step t of the reverse scan is the last to
-read the gates at t (RNN: the output gradient at t), so it writes δ_t over them in place
-(`_bptt`): the deltas take no memory of their own.
+need (σ′ and tanh′ are read from the gate outputs). ∂U reads h_{t−1} from one shifted copy
+of the states; the GRU's scan emits only the 3H-wide δ of its input projection and rebuilds the
+rest after it; the vanilla RNN writes δ_t over the output gradient at t in place.
 
 **Initial state and mask.** A layer's input is either the array x, or a dict
 
@@ -128,27 +128,6 @@ def _states_before(h0, hs_tm):
     return jnp.concatenate([h0[None], hs_tm[:-1]], axis=0)
 
 
-def _bptt(step, carry, buffer, xs):
-    """The BPTT loop: a reverse scan over t = T, …, 1 in which step t turns row t of `buffer`
-    into δ_t, written back into that row.
-
-    `step(carry, row_t, xs_t) -> (carry, δ_t)`, with row_t the buffer's row t before it is
-    overwritten: the output gradient at t (RNN) or the gates at t (LSTM, GRU), which step t is
-    the last to read. Writing δ_t over it (`dynamic_update_index_in_dim` on a scan carry,
-    in place in XLA) keeps one (T, B, ·) array where `lax.scan`'s stacked outputs would add a
-    second. Returns (carry, deltas (T, B, ·))."""
-
-    def body(state, inputs):
-        carry, buf = state
-        t, xs_t = inputs
-        carry, delta = step(carry, lax.dynamic_index_in_dim(buf, t, keepdims=False), xs_t)
-        return (carry, lax.dynamic_update_index_in_dim(buf, delta, t, 0)), None
-
-    steps = jnp.arange(buffer.shape[0])
-    (carry, deltas), _ = lax.scan(body, (carry, buffer), (steps, xs), reverse=True)
-    return carry, deltas
-
-
 def _output_gradient(dy, like):
     """Split dy into the per-step gradient (T, B, H) or None, and the one at the last state."""
     if dy.ndim == 3:  # return_sequences=True: every h_t is an output
@@ -229,19 +208,24 @@ def rnn_backward(params, residuals, dy, *, activation="tanh"):
     dys, dh_T = _output_gradient(dy, h0)  # (T, B, H) or None; (B, H)
     hs_tm = _states_time_major(hs, dy.ndim == 3)  # (T, B, H)
 
-    def step(dh, dy_t, inputs):
-        h_t, m_t = inputs
-        g = dh + dy_t  # ∂L/∂h_t, (B, H)
+    def step(carry, inputs):
+        dh, buf = carry  # buf row s: the output gradient at s for s ≤ t, δ_s for s > t
+        t, h_t, m_t = inputs
+        g = dh + lax.dynamic_index_in_dim(buf, t, keepdims=False)  # ∂L/∂h_t, (B, H)
         delta = g * _rnn_f_prime_from_output(activation, h_t)  # ∂L/∂z_t, (B, H)
         dh_prev = delta @ U.T  # (B, H)
         if m_t is not None:
             delta = jnp.where(m_t, delta, 0)
             dh_prev = jnp.where(m_t, dh_prev, g)
-        return dh_prev, delta
+        return (dh_prev, lax.dynamic_update_index_in_dim(buf, delta, t, 0)), None
 
-    # δ_t overwrites the output gradient at t (a zero buffer when only h_T is an output)
-    buffer = jnp.zeros_like(hs_tm) if dys is None else dys
-    dh0, deltas = _bptt(step, dh_T, buffer, (hs_tm, m))  # deltas: (T, B, H)
+    # δ_t is written over the output gradient at t, which step t is the last to read: an update
+    # in place of the carried buffer, so the deltas need no (T, B, H) array of their own. (The
+    # LSTM and GRU emit their δ as scan outputs: with the gates read by several fusions per
+    # step, XLA copies a carried buffer on every step.)
+    buffer = jnp.zeros_like(hs_tm) if dys is None else dys  # (T, B, H)
+    steps = jnp.arange(hs_tm.shape[0])
+    (dh0, deltas), _ = lax.scan(step, (dh_T, buffer), (steps, hs_tm, m), reverse=True)
     dW, dx = _input_gradients(x, deltas, W)  # Σ_t x_tᵀ δ_t; δ_t Wᵀ
     dparams = {
         "W": dW,  # (F, H) = Σ_t x_tᵀ δ_t
@@ -347,9 +331,9 @@ def lstm_backward(params, residuals, dy):
     H = U.shape[0]
     dys, dh_T = _output_gradient(dy, h0)
 
-    def step(carry, gates_t, inputs):
+    def step(carry, inputs):
         dh, dc, c_t = carry
-        c_prev, dy_t, m_t = inputs
+        gates_t, c_prev, dy_t, m_t = inputs
         i, f, g, o = (gates_t[:, k * H : (k + 1) * H] for k in range(4))
         gh = dh if dy_t is None else dh + dy_t  # ∂L/∂h_t, (B, H)
         tau = jnp.tanh(c_t)
@@ -368,8 +352,8 @@ def lstm_backward(params, residuals, dy):
         return (dh_prev, dc_prev, c_prev), delta
 
     init = (dh_T, jnp.zeros_like(dh_T), c_T)
-    # δ_t = [δ_i, δ_f, δ_g, δ_o] overwrites the gates [i, f, g, o] at t
-    (dh0, dc0, _), deltas = _bptt(step, init, gates, (c_prev_all, dys, m))  # (T, B, 4H)
+    xs = (gates, c_prev_all, dys, m)
+    (dh0, dc0, _), deltas = lax.scan(step, init, xs, reverse=True)  # deltas: (T, B, 4H)
     hs_tm = _states_time_major(hs, dy.ndim == 3)  # (T, B, H)
     dW, dx = _input_gradients(x, deltas, W)  # Σ_t x_tᵀ δ_t; δ_t Wᵀ
     dparams = {
@@ -447,8 +431,8 @@ def gru_backward(params, residuals, dy):
         δ_q = δ_n ⊙ r                                (∂L/∂s_n = ∂L/∂b_hn)
         ∂L/∂h_{t−1} = g ⊙ u + [δ_r, δ_u, δ_q] Uᵀ
 
-    (masked step: all δ = 0 and ∂L/∂h_{t−1} = g). Step t writes [δ_r, δ_u, δ_n, δ_q] over the
-    gates [r, u, n, q] it has read; after the scan, as single matmuls with δ_a = [δ_r, δ_u, δ_n]:
+    (masked step: all δ = 0 and ∂L/∂h_{t−1} = g). The scan emits δ_a = [δ_r, δ_u, δ_n] only;
+    after it, δ_q = δ_n ⊙ r is rebuilt from the stored r, and as single matmuls:
     ∂W = Σ x_tᵀ δ_a, ∂x_t = δ_a Wᵀ, ∂b = Σ δ_a, ∂b_hn = Σ δ_q, ∂U = Σ h_{t−1}ᵀ [δ_r, δ_u, δ_q].
     Returns (dparams, dx, dh0).
     """
@@ -458,8 +442,8 @@ def gru_backward(params, residuals, dy):
     dys, dh_T = _output_gradient(dy, h0)
     hs_prev = _states_before(h0, _states_time_major(hs, dy.ndim == 3))  # h_{t−1}, (T, B, H)
 
-    def step(dh, gates_t, inputs):
-        h_prev, dy_t, m_t = inputs
+    def step(dh, inputs):
+        gates_t, h_prev, dy_t, m_t = inputs
         r, u, n, q = (gates_t[:, k * H : (k + 1) * H] for k in range(4))
         g = dh if dy_t is None else dh + dy_t  # ∂L/∂h_t, (B, H)
         delta_u = g * (h_prev - n) * u * (1 - u)
@@ -467,23 +451,22 @@ def gru_backward(params, residuals, dy):
         delta_r = delta_n * q * r * (1 - r)
         delta_q = delta_n * r
         dh_prev = g * u + jnp.concatenate([delta_r, delta_u, delta_q], axis=-1) @ U.T
-        delta = jnp.concatenate([delta_r, delta_u, delta_n, delta_q], axis=-1)  # (B, 4H)
+        delta_a = jnp.concatenate([delta_r, delta_u, delta_n], axis=-1)  # ∂L/∂a, (B, 3H)
         if m_t is not None:
-            delta = jnp.where(m_t, delta, 0)
+            delta_a = jnp.where(m_t, delta_a, 0)
             dh_prev = jnp.where(m_t, dh_prev, g)
-        return dh_prev, delta
+        return dh_prev, delta_a
 
-    # δ_t = [δ_r, δ_u, δ_n, δ_q] overwrites the gates [r, u, n, q] at t
-    dh0, deltas = _bptt(step, dh_T, gates, (hs_prev, dys, m))  # (T, B, 4H)
-    delta_a = deltas[..., : 3 * H]  # ∂L/∂a = [δ_r, δ_u, δ_n], (T, B, 3H)
-    delta_s = jnp.concatenate([deltas[..., : 2 * H], deltas[..., 3 * H :]], -1)  # ∂L/∂s
+    dh0, delta_a = lax.scan(step, dh_T, (gates, hs_prev, dys, m), reverse=True)  # (T, B, 3H)
+    r = gates[..., :H]
+    delta_s = jnp.concatenate([delta_a[..., : 2 * H], delta_a[..., 2 * H :] * r], -1)  # ∂L/∂s
     dW, dx = _input_gradients(x, delta_a, W)  # Σ_t x_tᵀ δ_a; δ_a Wᵀ
-    sums = deltas.sum(axis=(0, 1))  # (4H,)
+    db_s = delta_s.sum(axis=(0, 1))  # (3H,): [Σ δ_r, Σ δ_u, Σ δ_q]
     dparams = {
         "W": dW,  # (F, 3H)
         "U": _sum_outer(hs_prev, delta_s),  # (H, 3H) = Σ_t h_{t−1}ᵀ [δ_r, δ_u, δ_q]
-        "b": sums[: 3 * H],  # (3H,)
-        "b_hn": sums[3 * H :],  # (H,)
+        "b": delta_a.sum(axis=(0, 1)),  # (3H,)
+        "b_hn": db_s[2 * H :],  # (H,) = Σ δ_q
     }
     return dparams, dx, dh0
 

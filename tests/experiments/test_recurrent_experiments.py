@@ -30,6 +30,36 @@ def test_adding_problem_runs_tiny(tmp_path):
     assert (tmp_path / "adding_problem.png").exists()
 
 
+def test_adding_problem_settle_stops_once_below_and_merge_joins_runs(tmp_path):
+    # T = 2: the two marked steps are the whole sequence, so a GRU learns it within 400 steps
+    argv = ["--T", "2", "--hidden", "8", "--steps", "2000", "--chunk", "50", "--lr", "1e-2"]
+    runs = {}
+    for cell in ("GRU", "RNN(tanh)"):
+        out = tmp_path / cell
+        adding_problem.main(argv + ["--cells", cell, "--settle", "100", "--out", str(out)])
+        runs[cell] = out / "adding_problem.json"
+    merged = adding_problem.main(["--merge", *map(str, runs.values()), "--out", str(tmp_path)])
+    assert [r["cell"] for r in merged["runs"]] == ["GRU", "RNN(tanh)"]
+    for run in merged["runs"]:
+        if run["steps_run"] < 2000:  # stopped early: below 0.01 for the last 100 steps
+            assert run["step_below_0.01"] == run["steps_run"] - 100
+            assert all(mse < 0.01 for step, mse in run["curve"] if step > run["steps_run"] - 100)
+    assert merged["runs"][0]["steps_run"] < 2000  # the GRU solved T = 2
+    assert (tmp_path / "adding_problem.png").exists()
+
+
+def test_adding_problem_resumes_from_its_checkpoint(tmp_path):
+    argv = ["--T", "4", "--hidden", "4", "--chunk", "2", "--cells", "LSTM"]
+    whole = adding_problem.main(argv + ["--steps", "40", "--out", str(tmp_path / "whole")])
+    parts = str(tmp_path / "parts")
+    adding_problem.main(argv + ["--steps", "20", "--out", parts])  # checkpoint at step 20
+    resumed = adding_problem.main(argv + ["--steps", "40", "--out", parts])
+    (a,), (b,) = whole["runs"], resumed["runs"]
+    assert [s for s, _ in b["curve"]] == list(range(2, 42, 2))
+    np.testing.assert_allclose([m for _, m in b["curve"]], [m for _, m in a["curve"]], rtol=1e-6)
+    np.testing.assert_allclose(b["final_mse"], a["final_mse"], rtol=1e-6)
+
+
 def test_exploding_gradients_follow_rho_to_the_T_in_the_linear_regime():
     Ts = [1, 5, 20]
     for rho in (0.9, 1.1):
