@@ -21,8 +21,19 @@ the matmul GFLOP/s, the compiled temporary memory of manual vs autodiff
 (`jit(f).lower(...).compile().memory_analysis()`), and power-law fits of step time against width
 and depth.
 
+Workloads, by family:
+
+* `mlp` — square ReLU MLPs (width × depth sweeps, for the power-law fits) and a 784-256-256-10
+  classifier (also timed as SGD steps);
+* `cnn` — the MNIST-1D CNN (`experiments.mnist1d.cnn`) and the 2-D CNN of
+  `experiments.bench_cnn.cnn2d`, softmax cross-entropy;
+* `rnn` — `serial(cell(H), Dense(1))` for cell = RNN, LSTM, GRU (`experiments.bench_rnn.build`),
+  MSE on every step.
+
 Adding a workload is one entry: write a function returning a `Problem` (see `mlp_problem`) and
-append a `Workload` in `workloads()`. NumPy and PyTorch references are optional per workload.
+append a `Workload` in `workloads()`. NumPy and PyTorch references are optional per workload;
+each returns (loss, [gradient arrays in the order of `jax.tree.leaves(jaxbp's grads)`]), and
+`reference_errors` checks them against jaxbp before any time is reported.
 
 Run:
     python -m experiments.backprop_cost            # full grid (minutes)
@@ -43,10 +54,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxbp
-from experiments import common
+from experiments import bench_cnn, bench_rnn, common, mnist1d
+from experiments import references as refs
+from experiments.references import LR
 
 PAUSE = 0.02  # seconds of rest before each timed measurement (see interleaved_times)
-LR = 1e-3  # SGD learning rate of the train-step measurements (its value does not matter here)
 
 
 class Problem(NamedTuple):
@@ -61,19 +73,48 @@ class Problem(NamedTuple):
     forward_flops: float  # FLOPs of the forward's matmuls/convolutions (2 per multiply-add)
     step_flops: float  # FLOPs of forward + backward (what a step has to compute)
     matmul_shape: tuple[int, int, int] | None  # (m, k, n) of the dominant product, or None
-    numpy_step: Callable | None = None  # () -> (loss, grads), NumPy; None when not written
-    torch_step: Callable | None = None  # () -> loss, PyTorch eager; None when unavailable
+    # () -> (loss, [gradients in jax.tree.leaves order of the params]); None when not written
+    numpy_step: Callable | None = None  # NumPy, hand-written backward (float32)
+    torch_step: Callable | None = None  # PyTorch eager; None when torch is not installed
     numpy_sgd: Callable | None = None  # () -> loss: gradient + in-place SGD update
     torch_sgd: Callable | None = None
 
 
 class Workload(NamedTuple):
     name: str
-    family: str  # "mlp"; later "cnn", "rnn", ...
+    family: str  # "mlp", "cnn" or "rnn"
     build: Callable[[], Problem]
     info: dict  # what the row shows (width, depth, batch, ...)
     matmul_bound: bool = False  # True where the matmuls dominate the step (step <= 3x forward)
     train: bool = False  # also time SGD steps, one per call and K per call
+
+
+# ------------------------------------------------------------------ FLOPs and shared helpers
+
+
+def dense_flops(rows: int, fan_in: int, fan_out: int) -> float:
+    """2·rows·fan_in·fan_out: the product (rows × fan_in) @ (fan_in × fan_out)."""
+    return 2.0 * rows * fan_in * fan_out
+
+
+def conv_flops(batch: int, out_spatial, kernel, c_in: int, c_out: int) -> float:
+    """2·N·P·K·C_in·C_out: one multiply-add per output position (P of them), kernel tap (K),
+    input and output channel."""
+    return 2.0 * batch * math.prod(out_spatial) * math.prod(kernel) * c_in * c_out
+
+
+def recurrent_flops(batch: int, steps: int, features: int, hidden: int, gates: int) -> float:
+    """2·B·T·(F + H)·G: per step the projections x_t W (F × G) and h_{t−1} U (H × G), G = gates·H.
+
+    The elementwise gate algebra is not counted (it is O(B·T·G), not a product)."""
+    return 2.0 * batch * steps * (features + hidden) * gates * hidden
+
+
+def backprop_flops(forward_flops: float, input_flops: float) -> float:
+    """FLOPs of forward + backward: every product of the forward is done once more for ∂L/∂W
+    and once more for ∂L/∂(its input), except for the layer reading the data (x needs no
+    gradient): 3·forward − input_flops."""
+    return 3.0 * forward_flops - input_flops
 
 
 # ------------------------------------------------------------------------------------ MLPs
@@ -85,85 +126,6 @@ def _relu_mlp(dims):
         layers += [jaxbp.Dense(d), jaxbp.Relu()]
     layers.append(jaxbp.Dense(dims[-1]))
     return jaxbp.serial(*layers)
-
-
-def _numpy_mlp(Ws, bs, x, y, classify: bool):
-    """Forward and hand-written backward of a ReLU MLP in NumPy (float32).
-
-    z_l = a_{l-1} W_l + b_l, a_l = relu(z_l); output z_L; loss softmax cross-entropy (labels)
-    or ½‖z_L − y‖²/n. Backward: δ_L = ∂L/∂z_L; ∂L/∂W_l = a_{l-1}ᵀ δ_l; ∂L/∂b_l = Σ δ_l;
-    δ_{l-1} = (δ_l W_lᵀ) ⊙ [z_{l-1} > 0].
-    """
-    n = x.shape[0]
-
-    def step():
-        acts = [x]
-        for W, b in zip(Ws[:-1], bs[:-1], strict=True):
-            acts.append(np.maximum(acts[-1] @ W + b, 0))
-        z = acts[-1] @ Ws[-1] + bs[-1]
-        if classify:
-            z = z - z.max(axis=1, keepdims=True)
-            p = np.exp(z)
-            p /= p.sum(axis=1, keepdims=True)
-            loss = -np.log(p[np.arange(n), y]).mean()
-            delta = p
-            delta[np.arange(n), y] -= 1
-            delta /= n
-        else:
-            err = z - y
-            loss = 0.5 * np.sum(err * err) / n
-            delta = err / n
-        grads = [None] * len(Ws)
-        for layer in reversed(range(len(Ws))):
-            a = acts[layer]
-            grads[layer] = (a.T @ delta, delta.sum(axis=0))
-            if layer > 0:
-                delta = (delta @ Ws[layer].T) * (a > 0)
-        return loss, grads
-
-    def sgd():
-        loss, grads = step()
-        for W, b, (dW, db) in zip(Ws, bs, grads, strict=True):
-            W -= LR * dW
-            b -= LR * db
-        return loss
-
-    return step, sgd
-
-
-def _torch_mlp(Ws, bs, x, y, classify: bool):
-    try:
-        import torch
-    except ImportError:
-        return None, None
-    Wt = [torch.tensor(W, requires_grad=True) for W in Ws]
-    bt = [torch.tensor(b, requires_grad=True) for b in bs]
-    xt = torch.from_numpy(x)
-    yt = torch.from_numpy(y.astype(np.int64) if classify else y)
-    params = Wt + bt
-
-    def step():
-        for p in params:
-            p.grad = None
-        a = xt
-        for W, b in zip(Wt[:-1], bt[:-1], strict=True):
-            a = torch.relu(torch.addmm(b, a, W))
-        z = torch.addmm(bt[-1], a, Wt[-1])
-        if classify:
-            loss = torch.nn.functional.cross_entropy(z, yt)
-        else:
-            loss = 0.5 * ((z - yt) ** 2).sum() / z.shape[0]
-        loss.backward()
-        return loss, [(W.grad, b.grad) for W, b in zip(Wt, bt, strict=True)]
-
-    def sgd():
-        loss, _ = step()
-        with torch.no_grad():
-            for p in params:
-                p -= LR * p.grad
-        return loss
-
-    return step, sgd
 
 
 def mlp_problem(dims: tuple[int, ...], batch: int, classify: bool, seed: int = 0) -> Problem:
@@ -181,15 +143,16 @@ def mlp_problem(dims: tuple[int, ...], batch: int, classify: bool, seed: int = 0
         y = jax.random.randint(k_y, (batch,), 0, dims[-1])
     else:
         y = jax.random.normal(k_y, (batch, dims[-1]), jnp.float32)
-    pairs = list(zip(dims[:-1], dims[1:], strict=True))
-    forward_flops = sum(2.0 * batch * i * o for i, o in pairs)
-    # backward: ∂L/∂W for every layer, ∂L/∂a for every layer but the first (x needs none)
-    step_flops = 2 * forward_flops + forward_flops - 2.0 * batch * pairs[0][0] * pairs[0][1]
+    layer_flops = [dense_flops(batch, i, o) for i, o in zip(dims[:-1], dims[1:], strict=True)]
+    forward_flops = sum(layer_flops)
+    step_flops = backprop_flops(forward_flops, input_flops=layer_flops[0])
     Ws = [np.array(p["W"]) for p in params if isinstance(p, dict)]
     bs = [np.array(p["b"]) for p in params if isinstance(p, dict)]
     xn, yn = np.array(x), np.array(y)
-    np_step, np_sgd = _numpy_mlp([W.copy() for W in Ws], [b.copy() for b in bs], xn, yn, classify)
-    t_step, t_sgd = _torch_mlp(Ws, bs, xn, yn, classify)
+    np_step, np_sgd = refs.numpy_mlp(
+        [W.copy() for W in Ws], [b.copy() for b in bs], xn, yn, classify
+    )
+    t_step, t_sgd = refs.torch_mlp(Ws, bs, xn, yn, classify)
     widest = max(dims[1:-1]) if len(dims) > 2 else dims[0]
     return Problem(
         model, loss, params, state, x, y, forward_flops, step_flops, (batch, widest, widest),
@@ -219,16 +182,127 @@ def small_mlp(batch: int) -> Workload:
     )
 
 
+# ------------------------------------------------------------------------------------ CNNs
+
+
+def cnn_layer_flops(layers, params, in_shape, batch: int) -> list[float]:
+    """Forward FLOPs of each conv and dense layer, in order. The per-example shape is walked
+    through the reshapes and convolutions; a dense layer reads its sizes from its W."""
+    shape, flops = tuple(in_shape), []
+    for op, p in zip(layers, params, strict=True):
+        if op[0] == "reshape":
+            shape = op[1]
+        elif op[0] == "conv":
+            kernel, (c_in, c_out) = p["W"].shape[:-2], p["W"].shape[-2:]
+            pads = refs.conv_padding(op[2], shape[:-1], kernel, op[1])
+            out = refs.conv_output_size(shape[:-1], kernel, op[1], pads)
+            flops.append(conv_flops(batch, out, kernel, c_in, c_out))
+            shape = (*out, c_out)
+        elif op[0] == "dense":
+            flops.append(dense_flops(batch, *p["W"].shape))
+    return flops
+
+
+def cnn_problem(build, layers, in_shape, batch: int, classes: int = 10, seed: int = 0) -> Problem:
+    """The CNN `build()` on Gaussian inputs (batch, *in_shape), random labels, softmax
+    cross-entropy, float32. `layers` describes the same network for the references."""
+    model, loss = build(), jaxbp.losses.softmax_cross_entropy()
+    k_init, k_x, k_y = jax.random.split(jax.random.key(seed), 3)
+    _, params, state = model.init(k_init, tuple(in_shape))
+    params = jax.tree.map(lambda a: a.astype(jnp.float32), params)  # float32 even under x64
+    with_params = [i for i, p in enumerate(params) if jax.tree.leaves(p)]
+    described = [i for i, op in enumerate(layers) if op[0] in ("conv", "dense")]
+    if len(layers) != len(params) or with_params != described:
+        raise ValueError(f"{model.name}: the layer description {layers} does not match the model")
+    x = jax.random.normal(k_x, (batch, *in_shape), jnp.float32)
+    y = jax.random.randint(k_y, (batch,), 0, classes)
+    flops = cnn_layer_flops(layers, params, in_shape, batch)
+    np_params, xn, yn = refs.numpy_params(params), np.array(x), np.array(y)
+    return Problem(
+        model, loss, params, state, x, y, sum(flops), backprop_flops(sum(flops), flops[0]), None,
+        refs.numpy_cnn(layers, np_params, xn, yn), refs.torch_cnn(layers, np_params, xn, yn),
+    )  # fmt: skip
+
+
+def mnist1d_cnn(batch: int, channels: int = 25) -> Workload:
+    """The MNIST-1D CNN of `experiments.mnist1d` (three Conv1D, `channels` each) on (40,) inputs."""
+    return Workload(
+        f"cnn_mnist1d_c{channels}_b{batch}",
+        "cnn",
+        functools.partial(
+            cnn_problem,
+            functools.partial(mnist1d.cnn, channels),
+            refs.MNIST1D_CNN_LAYERS,
+            (40,),
+            batch,
+        ),
+        {"batch": batch, "input": [40], "channels": channels},
+    )
+
+
+def cnn2d(size: int, batch: int) -> Workload:
+    """The 2-D CNN of `experiments.bench_cnn` (3×3 convs of 32, 64, 64 channels) on size×size×3."""
+    in_shape = (size, size, 3)
+    return Workload(
+        f"cnn2d_{size}x{size}x3_b{batch}",
+        "cnn",
+        functools.partial(cnn_problem, bench_cnn.cnn2d, refs.CNN2D_LAYERS, in_shape, batch),
+        {"batch": batch, "input": list(in_shape)},
+    )
+
+
+# ------------------------------------------------------------------------------ recurrent
+
+
+def recurrent_problem(cell: str, steps: int, batch: int, hidden: int, features: int,
+                      seed: int = 0) -> Problem:  # fmt: skip
+    """`experiments.bench_rnn.build(cell, hidden)` — serial(cell(hidden), Dense(1)) — on
+    Gaussian (batch, steps, features) inputs and targets (batch, steps, 1), MSE, float32."""
+    model, loss = bench_rnn.build(cell, hidden), jaxbp.losses.mse()
+    k_init, k_x, k_y = jax.random.split(jax.random.key(seed), 3)
+    _, params, state = model.init(k_init, (steps, features))
+    params = jax.tree.map(lambda a: a.astype(jnp.float32), params)  # float32 even under x64
+    x = jax.random.normal(k_x, (batch, steps, features), jnp.float32)
+    y = jax.random.normal(k_y, (batch, steps, 1), jnp.float32)
+    G = refs.RECURRENT_CELLS[cell].gates * hidden
+    forward_flops = recurrent_flops(
+        batch, steps, features, hidden, refs.RECURRENT_CELLS[cell].gates
+    )
+    forward_flops += dense_flops(batch * steps, hidden, 1)
+    input_flops = dense_flops(batch * steps, features, G)  # x W: x needs no gradient
+    (p, head), xn, yn = refs.numpy_params(params), np.array(x), np.array(y)
+    return Problem(
+        model, loss, params, state, x, y, forward_flops,
+        backprop_flops(forward_flops, input_flops), None,
+        refs.numpy_recurrent(cell, p, head, xn, yn), refs.torch_recurrent(cell, p, head, xn, yn),
+    )  # fmt: skip
+
+
+def recurrent(cell: str, steps: int, batch: int, hidden: int, features: int) -> Workload:
+    """`serial(cell(hidden), Dense(1))` over `steps` time steps, MSE on every step."""
+    return Workload(
+        f"{cell.lower()}_T{steps}_b{batch}_h{hidden}_f{features}",
+        "rnn",
+        functools.partial(recurrent_problem, cell, steps, batch, hidden, features),
+        {"cell": cell, "T": steps, "batch": batch, "hidden": hidden, "features": features},
+    )
+
+
 def workloads(size: str) -> list[Workload]:
-    """The benchmark grid. Add CNN / RNN rows here: one `Workload` each."""
+    """The benchmark grid: the MLP sweeps, then the CNN and recurrent rows. One `Workload` each."""
     if size == "tiny":
         grid = dict(batches=[8], widths=[16, 32], depths=[2, 3], base_width=16, base_depth=2)
+        others = [mnist1d_cnn(8, channels=4), cnn2d(8, 4)]
+        others += [recurrent(cell, 6, 4, 8, 3) for cell in refs.RECURRENT_CELLS]
     elif size == "quick":
         grid = dict(batches=[128], widths=[64, 256, 1024], depths=[2, 4, 8], base_width=256,
                     base_depth=4)  # fmt: skip
+        others = [mnist1d_cnn(128), cnn2d(32, 32), recurrent("LSTM", 50, 32, 64, 64)]
     else:
         grid = dict(batches=[128, 512], widths=[64, 128, 256, 512, 1024, 2048],
                     depths=[2, 4, 8, 16, 32], base_width=512, base_depth=4)  # fmt: skip
+        others = [mnist1d_cnn(128), cnn2d(32, 128)]
+        others += [recurrent(cell, 100, 32, 128, 64) for cell in refs.RECURRENT_CELLS]
     out = []
     for batch in grid["batches"]:
         out.append(small_mlp(batch))
@@ -237,7 +311,7 @@ def workloads(size: str) -> list[Workload]:
         for d in grid["depths"]:
             if d != grid["base_depth"]:
                 out.append(square_mlp(grid["base_width"], d, batch))
-    return out
+    return out + others
 
 
 # ------------------------------------------------------------------------------ measuring
@@ -247,21 +321,23 @@ def reference_errors(prob: Problem) -> dict:
     """Largest relative difference of the NumPy and PyTorch losses and gradients from jaxbp's
     (float32): the references must compute the same thing before their times mean anything.
 
-    Both references return (loss, [(dW, db) per Dense layer]); jaxbp's Dense gradients are the
-    dict entries of its per-layer gradient tuple.
+    Every reference returns (loss, [gradient arrays in the order of jax.tree.leaves(grads)]);
+    each array is compared with jaxbp's as max |got − jaxbp| / max |jaxbp|, and the largest
+    over the loss and all arrays is reported per reference.
     """
     value, grads, _ = jaxbp.value_and_grad(prob.model, prob.loss)(
         prob.params, prob.state, prob.x, prob.y
     )
-    ref = [np.asarray(value)] + [
-        np.asarray(g[k]) for g in grads if isinstance(g, dict) for k in ("W", "b")
-    ]
+    ref = [np.asarray(value)] + [np.asarray(g) for g in jax.tree.leaves(grads)]
     out = {}
     for name, step in (("numpy", prob.numpy_step), ("torch", prob.torch_step)):
         if step is None:
             continue
-        loss, pairs = step()
-        got = [np.asarray(_to_numpy(loss))] + [_to_numpy(t) for pair in pairs for t in pair]
+        loss, grad_list = step()
+        got = [_to_numpy(loss)] + [_to_numpy(g) for g in grad_list]
+        shapes, jaxbp_shapes = [g.shape for g in got[1:]], [r.shape for r in ref[1:]]
+        if shapes != jaxbp_shapes:
+            raise ValueError(f"{name} reference: gradients {shapes}, jaxbp's {jaxbp_shapes}")
         out[name] = max(
             float(np.max(np.abs(g - r)) / (np.max(np.abs(r)) + 1e-30))
             for g, r in zip(got, ref, strict=True)
@@ -270,7 +346,7 @@ def reference_errors(prob: Problem) -> dict:
 
 
 def _to_numpy(t):
-    return t.detach().numpy() if hasattr(t, "detach") else np.asarray(t)
+    return np.asarray(t.detach().numpy() if hasattr(t, "detach") else t)
 
 
 def jax_methods(prob: Problem):
@@ -332,9 +408,9 @@ def sgd_methods(prob: Problem, ks: list[int]):
                 data = (jnp.stack([jnp.roll(x, i, 0) for i in range(K)]),
                         jnp.stack([jnp.roll(y, i, 0) for i in range(K)]))  # fmt: skip
             out[f"{kind}_sgd_K{K}"] = (_carried(call, params, data), K)
-    refs = {}
-    add_reference_methods(refs, "numpy_sgd", prob.numpy_sgd, "torch_sgd", prob.torch_sgd)
-    out.update({name: (fn, 1) for name, fn in refs.items()})
+    references = {}
+    add_reference_methods(references, "numpy_sgd", prob.numpy_sgd, "torch_sgd", prob.torch_sgd)
+    out.update({name: (fn, 1) for name, fn in references.items()})
     return out
 
 
@@ -521,11 +597,18 @@ def power_law(xs, ts) -> float:
     return float(np.polyfit(np.log(xs), np.log(ts), 1)[0])
 
 
+def _square_mlps(rows, batch=None):
+    """The square-MLP rows (family 'mlp', no explicit `dims`), of one batch size if given."""
+    return [r for r in rows if r["family"] == "mlp" and "dims" not in r
+            and (batch is None or r["batch"] == batch)]  # fmt: skip
+
+
 def scaling_fits(rows, grid_batch_rows):
-    """Exponents of step time against width (fixed depth) and depth (fixed width), per batch."""
+    """Exponents of step time against width (fixed depth) and depth (fixed width), per batch,
+    from the square-MLP rows only."""
     fits = {}
     for batch, (base_width, base_depth) in grid_batch_rows.items():
-        sq = [r for r in rows if r["batch"] == batch and "dims" not in r]
+        sq = _square_mlps(rows, batch)
         t = lambda r: r["seconds"]["manual"]
         by_width = sorted((r["width"], t(r)) for r in sq if r["depth"] == base_depth)
         by_depth = sorted((r["depth"], t(r)) for r in sq if r["width"] == base_width)
@@ -564,7 +647,7 @@ def targets(rows, fits):
         worst = max(bound, key=lambda r: r["step_over_forward"])
         add("step <= 3x forward, matmul-bound MLPs (worst)", worst["step_over_forward"], 3.0,
             where=worst["name"], of_mins=worst["step_over_forward_of_mins"])  # fmt: skip
-    square = [r for r in rows if "matmul_gflops" in r and "dims" not in r]
+    square = [r for r in _square_mlps(rows) if "matmul_gflops" in r]
     if square:
         largest = max(square, key=lambda r: (r["step_gflop"], r["width"]))
         add("step >= 80% of matmul GFLOP/s, largest MLP", largest["step_fraction_of_matmul"], 0.8,
@@ -594,7 +677,7 @@ def plot_scaling(rows, fits, path):
     styles = {"manual": "-o", "autodiff": "--s", "forward": ":^", "numpy_best": "-.x",
               "torch_best": "-.d"}  # fmt: skip
     for batch, fit in fits.items():
-        sq = [r for r in rows if r["batch"] == int(batch) and "dims" not in r]
+        sq = _square_mlps(rows, int(batch))
         for ax, key, fixed, fixed_val in (
             (axes[0], "width", "depth", fit["depth_of_width_sweep"]),
             (axes[1], "depth", "width", fit["width_of_depth_sweep"]),
@@ -610,7 +693,8 @@ def plot_scaling(rows, fits, path):
             ax.set_xticks(ticks, [str(t) for t in ticks])
             ax.minorticks_off()
     axes[0].set_ylabel("seconds")
-    axes[1].legend(fontsize=7, ncol=2)
+    if fits:  # no square-MLP rows (e.g. --only lstm): empty axes, no legend
+        axes[1].legend(fontsize=7, ncol=2)
     return common.save_figure(fig, path)
 
 
@@ -681,6 +765,10 @@ def main(argv=None):
         row = measure(w, rounds, min_time, ks)
         rows.append(row)
         sgd = row.get("sgd_seconds_per_step")
+        fraction = row.get("step_fraction_of_matmul")
+        of_matmul = "" if fraction is None else f" ({fraction:.0%} of matmul)"
+        errors = row["reference_max_rel_error"]
+        ref_err = " ".join(f"{k} {v:.1e}" for k, v in errors.items()) or "–"
         extra = ""
         if sgd:
             extra = "  sgd ms/step " + " ".join(f"{k}={1e3 * v:.3g}" for k, v in sgd.items())
@@ -689,12 +777,12 @@ def main(argv=None):
             f"man/ad {row['manual_over_autodiff']:.3f}  step/fwd {row['step_over_forward']:.2f}  "
             f"np/man {row['numpy_over_manual'] or float('nan'):.2f}  "
             f"torch/man {row['torch_over_manual'] or float('nan'):.2f}  "
-            f"{row['step_gflops']:.1f} GF/s ({row.get('step_fraction_of_matmul', float('nan')):.0%}"
-            f" of matmul)  [{time.perf_counter() - t0:.0f}s]{extra}",
+            f"{row['step_gflops']:.1f} GF/s{of_matmul}  ref err {ref_err}"
+            f"  [{time.perf_counter() - t0:.0f}s]{extra}",
             flush=True,
         )
     base = {"tiny": (16, 2), "quick": (256, 4), "full": (512, 4)}[size]
-    fits = scaling_fits(rows, {r["batch"]: base for r in rows})
+    fits = scaling_fits(rows, {r["batch"]: base for r in _square_mlps(rows)})
     checks = targets(rows, fits)
     figures = [
         str(plot_scaling(rows, fits, out / "backprop_cost_scaling.png")),
