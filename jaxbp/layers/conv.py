@@ -45,6 +45,8 @@ Example:
 
 from __future__ import annotations
 
+import itertools
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -58,6 +60,13 @@ from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
 _FORWARD_DN = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 # For dW: the input's channels play the batch, its batch plays the features; δ is the kernel.
 _WEIGHT_DN = {1: ("CWN", "IWO", "WNC"), 2: ("CHWN", "IHWO", "HWNC")}
+
+
+# On CPU, the backward goes by taps from this many multiply-adds per kernel tap (M·C_in·C_out/G,
+# M the number of output positions in the batch). Measured on a 2-core CPU: the 2-D CNN of
+# experiments/bench_cnn.py (2²³–2²⁶ per tap) runs its backward 1.6× faster by taps; the MNIST-1D
+# CNN (2¹⁵–2²⁰) runs 10 % slower by taps than by convolutions.
+TAPS_MIN_WORK = 2**21
 
 
 class ConvResiduals(NamedTuple):
@@ -199,29 +208,101 @@ def forward(params, x, *, stride=1, padding="VALID", dilation=1, groups: int = 1
 
 
 def backward(params, residuals, dy, *, stride=1, padding="VALID", dilation=1, groups: int = 1):
-    """(dparams, dx) for `forward` with the same hyperparameters; dy: (N, *spatial_out, C_out)."""
+    """(dparams, dx) for `forward` with the same hyperparameters; dy: (N, *spatial_out, C_out).
+
+    The same gradients are computed two ways: by convolutions (`grads_by_convs`; cuDNN on GPU,
+    the convolution units of a TPU) and by taps (`grads_by_taps`; matrix products). XLA:CPU runs
+    the weight-gradient convolution and the transposed convolution of a strided layer on slow
+    generic paths, 3–7× the forward's time on a 32×32 image batch, so on CPU a convolution with
+    at least `TAPS_MIN_WORK` multiply-adds per tap goes by taps; smaller ones, where the K
+    separate products cost more than they save, and every other platform go by convolutions
+    (chosen when the program is lowered). Tests hold both to `jax.vjp`.
+    """
     x_dtype, W_dtype = residuals.x.dtype, params["W"].dtype
     x = residuals.x.astype(dy.dtype)  # (N, *spatial, C_in), in the forward's (promoted) dtype
     W = params["W"].astype(dy.dtype)  # (*window, C_in/G, C_out)
     nd, kernel, stride, dilation, pads = _resolve(W, x, stride, padding, dilation)
+    geometry = dict(stride=stride, dilation=dilation, pads=pads, groups=groups)
+    c_in = x.shape[-1]
+
+    # ∂L/∂b = Σ over batch and positions of δ: (C_out,)
+    dparams = {}
+    if "b" in params:
+        dparams["b"] = dy.sum(axis=tuple(range(nd + 1))).astype(params["b"].dtype)
+    per_tap = dy[..., 0].size * c_in * W.shape[-1] // groups  # multiply-adds of one tap
+    on_cpu = grads_by_taps if per_tap >= TAPS_MIN_WORK else grads_by_convs
+    dW, dx = lax.platform_dependent(
+        x, W, dy, cpu=partial(on_cpu, **geometry), default=partial(grads_by_convs, **geometry)
+    )
+    dparams["W"] = dW.astype(W_dtype)  # (*window, C_in/G, C_out)
+    return dparams, dx.astype(x_dtype)
+
+
+def grads_by_taps(x, W, dy, *, stride, dilation, pads, groups):
+    """(∂L/∂W, ∂L/∂x) from the forward written as a sum over the kernel's taps k:
+
+        y = Σ_k v_k W_k + b,      v_k[n, t, :] = x̃[n, t·s + k·d, :]      (N, *out, C_in)
+
+    with W_k = W[k] (C_in/G, C_out) and x̃ the padded input. Each term is a matrix product over
+    the M = N·Π(out) output positions (block-diagonal over the G groups), so
+
+        ∂L/∂W_k = v_kᵀ δ        ∂L/∂v_k = δ W_kᵀ        ∂L/∂x̃ = Σ_k (∂L/∂v_k placed back at
+                                                                    t·s + k·d, zeros between)
+
+    and ∂L/∂x is ∂L/∂x̃ without its padding. Placing back is `lax.pad` with interior padding
+    s − 1: the transposed convolution as K shifted, dilated copies. Padded positions no window
+    reaches get no gradient by construction.
+    """
+    nd = W.ndim - 2
+    kernel, c_in, c_out = W.shape[:nd], x.shape[-1], W.shape[-1]
+    out, n = dy.shape[1:-1], x.shape[0]
+    x_pad = jnp.pad(x, ((0, 0), *pads, (0, 0)))  # x̃: (N, *padded, C_in)
+    padded = x_pad.shape[1:-1]
+    delta = dy.reshape(-1, c_out)  # δ: (M, C_out)
+    dW, dx_pad = [], jnp.zeros_like(x_pad)
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        first = [k * d for k, d in zip(tap, dilation, strict=True)]  # x̃ index of t = 0
+        last = [a + s * (o - 1) for a, s, o in zip(first, stride, out, strict=True)]
+        v = lax.slice(x_pad, (0, *first, 0), (n, *(e + 1 for e in last), c_in), (1, *stride, 1))
+        dW_k, dv = _tap_products(v.reshape(-1, c_in), delta, W[tap], groups)
+        dW.append(dW_k)  # (C_in/G, C_out)
+        dv = dv.reshape(v.shape)  # (N, *out, C_in)
+        place = [(a, p - 1 - e, s - 1) for a, e, p, s in zip(first, last, padded, stride)]
+        dx_pad = dx_pad + lax.pad(dv, jnp.zeros((), dv.dtype), [(0, 0, 0), *place, (0, 0, 0)])
+    inside = tuple(slice(lo, p - hi) for (lo, hi), p in zip(pads, padded, strict=True))
+    return jnp.stack(dW).reshape(W.shape), dx_pad[(slice(None), *inside, slice(None))]
+
+
+def _tap_products(v, delta, W_k, groups):
+    """v_kᵀ δ (C_in/G, C_out) and δ W_kᵀ (M, C_in) for one tap; v (M, C_in), δ (M, C_out),
+    W_k (C_in/G, C_out). With groups the products are block-diagonal: group g pairs input
+    channels g·C_in/G… with output channels g·C_out/G…"""
+    if groups == 1:  # plain matrix products (a size-1 group axis would cost XLA:CPU its GEMMs)
+        return v.T @ delta, delta @ W_k.T
+    m, c_in, c_out = v.shape[0], v.shape[1], delta.shape[1]
+    v_g = v.reshape(m, groups, c_in // groups)  # (M, G, C_in/G)
+    delta_g = delta.reshape(m, groups, c_out // groups)  # (M, G, C_out/G)
+    W_g = W_k.reshape(c_in // groups, groups, c_out // groups)  # (C_in/G, G, C_out/G)
+    dW_k = jnp.einsum("mgi,mgo->igo", v_g, delta_g).reshape(c_in // groups, c_out)
+    return dW_k, jnp.einsum("mgo,igo->mgi", delta_g, W_g).reshape(m, c_in)
+
+
+def grads_by_convs(x, W, dy, *, stride, dilation, pads, groups):
+    """(∂L/∂W, ∂L/∂x) as the two convolutions of the chain rule (see the module docstring)."""
+    nd = W.ndim - 2
+    kernel, c_in, c_out = W.shape[:nd], x.shape[-1], W.shape[-1]
     spatial, out = x.shape[1:-1], dy.shape[1:-1]
     ke = effective_kernel(kernel, dilation)
-    c_in, c_out = x.shape[-1], W.shape[-1]
     # Padded input positions past the last window: r = (n + lo + hi) − ((o − 1)·s + k_eff).
     rest = [
         n + lo + hi - ((o - 1) * s + k)
         for n, (lo, hi), o, s, k in zip(spatial, pads, out, stride, ke, strict=True)
     ]
 
-    # ∂L/∂b = Σ over batch and positions of δ: (C_out,)
-    dparams = {}
-    if "b" in params:
-        dparams["b"] = dy.sum(axis=tuple(range(nd + 1))).astype(params["b"].dtype)
-
     # ∂L/∂W[k, i, o] = Σ_{n,t} x̃[n, t·s + k·d, i] δ[n, t, o]: a convolution whose "batch" is
     # C_in, whose features are N, whose kernel is δ dilated by s, with taps spaced by d. With
     # groups, batch_group_count pairs input-channel group g with output-channel group g.
-    dparams["W"] = lax.conv_general_dilated(
+    dW = lax.conv_general_dilated(
         x,
         dy,
         window_strides=dilation,
@@ -229,7 +310,7 @@ def backward(params, residuals, dy, *, stride=1, padding="VALID", dilation=1, gr
         rhs_dilation=stride,
         dimension_numbers=_WEIGHT_DN[nd],
         batch_group_count=groups,
-    ).astype(W_dtype)  # (*window, C_in/G, C_out)
+    )  # (*window, C_in/G, C_out)
 
     # ∂L/∂x = δ (dilated by s) ⋆ W flipped in space, channels swapped within each group:
     # W↺[k, o', g·C_in/G + i] = W[K − 1 − k, i, g·C_out/G + o'].
@@ -248,7 +329,7 @@ def backward(params, residuals, dy, *, stride=1, padding="VALID", dilation=1, gr
         dimension_numbers=_FORWARD_DN[nd],
         feature_group_count=groups,
     )  # (N, *spatial, C_in)
-    return dparams, dx.astype(x_dtype)
+    return dW, dx
 
 
 # --------------------------------------------------------------------------------- layers

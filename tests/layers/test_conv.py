@@ -57,6 +57,50 @@ def test_depthwise_and_grouped_ops():
     assert report.ok
 
 
+GEOMETRIES = [  # (spatial, kernel, stride, dilation, padding, groups)
+    ((11,), (3,), 1, 1, "SAME", 1),
+    ((11,), (3,), 2, 2, "VALID", 2),
+    ((12,), (4,), 3, 1, ((2, 0),), 1),
+    ((9, 8), (3, 2), 2, 1, "SAME", 2),
+    ((9, 8), (3, 3), (1, 2), (2, 1), 1, 1),
+    ((10, 7), (2, 3), 3, 1, ((1, 3), (0, 2)), 2),
+]
+
+
+@pytest.mark.parametrize("spatial, kernel, stride, dilation, padding, groups", GEOMETRIES)
+@pytest.mark.parametrize("grads", [conv.grads_by_taps, conv.grads_by_convs])
+def test_both_backward_formulations_equal_vjp(grads, spatial, kernel, stride, dilation, padding,
+                                              groups):  # fmt: skip
+    """By taps (CPU, large convolutions) and by convolutions (elsewhere): each against jax.vjp."""
+    params = conv.init(jax.random.key(0), 4, 6, kernel, groups=groups)
+    x = jax.random.normal(jax.random.key(1), (3, *spatial, 4))
+    hyper = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y, vjp = jax.vjp(lambda W, x: conv.forward({"W": W}, x, **hyper)[0], params["W"], x)
+    dy = jax.random.normal(jax.random.key(2), y.shape)
+    ref_W, ref_x = vjp(dy)
+    nd = len(spatial)
+    _, _, s, d, pads = conv._resolve(
+        params["W"], x, stride, conv.normalize_padding("c", padding, nd), dilation
+    )
+    for fn in (grads, jax.jit(grads, static_argnames=("stride", "dilation", "pads", "groups"))):
+        dW, dx = fn(x, params["W"], dy, stride=s, dilation=d, pads=pads, groups=groups)
+        np.testing.assert_allclose(dW, ref_W, rtol=1e-11, atol=1e-11 * np.abs(ref_W).max())
+        np.testing.assert_allclose(dx, ref_x, rtol=1e-11, atol=1e-11 * np.abs(ref_x).max())
+
+
+def test_large_convolution_goes_by_taps_on_cpu_and_checks(monkeypatch):
+    """Above TAPS_MIN_WORK the layer's backward runs `grads_by_taps` on CPU (here forced by a
+    threshold of 0, and observed by counting calls); the whole layer still checks."""
+    calls = []
+    original = conv.grads_by_taps
+    monkeypatch.setattr(conv, "TAPS_MIN_WORK", 0)
+    monkeypatch.setattr(conv, "grads_by_taps", lambda *a, **k: calls.append(1) or original(*a, **k))
+    layer = jaxbp.Conv2D(5, 3, stride=2, padding="SAME", groups=1)
+    report = check.check_layer(layer, (7, 6, 2), batch=2)
+    assert report.ok and report.max_rel_err["jax.vjp"] <= 1e-12
+    assert calls, "grads_by_taps was not used"
+
+
 def test_padding_forms_agree():
     x = jax.random.normal(jax.random.key(0), (1, 6, 5, 2))
     _, params, _ = jaxbp.Conv2D(3, 3, padding=1).init(jax.random.key(1), (6, 5, 2))
