@@ -219,7 +219,8 @@ def backward(params, residuals, dy, *, stride=1, padding="VALID", dilation=1, gr
     generic paths, 3–7× the forward's time on a 32×32 image batch, so on CPU a convolution with
     at least `TAPS_MIN_WORK` multiply-adds per tap goes by taps; smaller ones, where the K
     separate products cost more than they save, and every other platform go by convolutions
-    (chosen when the program is lowered). Tests hold both to `jax.vjp`.
+    (chosen when the program is lowered). The tests hold both to JAX's own vector-Jacobian
+    product.
     """
     x_dtype, W_dtype = residuals.x.dtype, params["W"].dtype
     x = residuals.x.astype(dy.dtype)  # (N, *spatial, C_in), in the forward's (promoted) dtype

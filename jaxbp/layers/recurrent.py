@@ -461,12 +461,11 @@ def gru_backward(params, residuals, dy):
     r = gates[..., :H]
     delta_s = jnp.concatenate([delta_a[..., : 2 * H], delta_a[..., 2 * H :] * r], -1)  # ∂L/∂s
     dW, dx = _input_gradients(x, delta_a, W)  # Σ_t x_tᵀ δ_a; δ_a Wᵀ
-    db_s = delta_s.sum(axis=(0, 1))  # (3H,): [Σ δ_r, Σ δ_u, Σ δ_q]
     dparams = {
         "W": dW,  # (F, 3H)
         "U": _sum_outer(hs_prev, delta_s),  # (H, 3H) = Σ_t h_{t−1}ᵀ [δ_r, δ_u, δ_q]
         "b": delta_a.sum(axis=(0, 1)),  # (3H,)
-        "b_hn": db_s[2 * H :],  # (H,) = Σ δ_q
+        "b_hn": delta_s[..., 2 * H :].sum(axis=(0, 1)),  # (H,) = Σ δ_q
     }
     return dparams, dx, dh0
 
