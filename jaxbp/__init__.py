@@ -8,7 +8,18 @@ backward into JAX's own differentiation.
 
 import importlib
 
-from jaxbp import activations, checkpoint, data, init, layers, losses, models, optim, train
+from jaxbp import (
+    activations,
+    checkpoint,
+    data,
+    indices,
+    init,
+    layers,
+    losses,
+    models,
+    optim,
+    train,
+)
 from jaxbp.activations import (
     Elu,
     Gelu,
@@ -99,6 +110,7 @@ __all__ = [
     "checkpoint",
     "data",
     "fit",
+    "indices",
     "init",
     "layers",
     "losses",

@@ -159,17 +159,44 @@ def read_metadata(path) -> dict:
         return _meta(path, z)
 
 
+def _reason(e: Exception) -> str:
+    """NumPy's reason, except its advice to unpickle: a jaxbp checkpoint never holds pickles."""
+    text = str(e)
+    if "pickle" in text.lower():
+        return "it holds pickled (object) data, which a jaxbp checkpoint never does"
+    return text
+
+
 def _open(path):
+    """Open `path` as an npz archive, refusing anything else as not a jaxbp checkpoint."""
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path}: cannot be read ({e})") from e
+    if not is_zip:
+        raise CheckpointError(
+            f"checkpoint {path}: cannot be read: not an .npz (zip) archive, so not a jaxbp "
+            "checkpoint (a truncated file, or another kind of file)"
+        )
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise CheckpointError(f"checkpoint {path}: cannot be read ({e})") from e
+        raise CheckpointError(f"checkpoint {path}: cannot be read ({_reason(e)})") from e
 
 
 def _meta(path, z) -> dict:
     if _META not in z.files:
-        raise CheckpointError(f"checkpoint {path}: no {_META} entry; not a jaxbp checkpoint")
-    meta = json.loads(z[_META].tobytes().decode())
+        raise CheckpointError(
+            f"{path} is not a jaxbp checkpoint: an npz archive without the {_META} entry"
+        )
+    try:
+        meta = json.loads(z[_META].tobytes().decode())
+    except (ValueError, UnicodeDecodeError, OSError, zipfile.BadZipFile) as e:
+        raise CheckpointError(
+            f"{path} is not a jaxbp checkpoint: its {_META} entry is unreadable ({_reason(e)})"
+        ) from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a jaxbp checkpoint: its {_META} is not a JSON object")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: unknown format {meta.get('format')!r}")
     return meta
@@ -210,7 +237,7 @@ def load(path, like):
                 array = z[f"leaf_{i:05d}"]
             except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
                 raise CheckpointError(
-                    f"checkpoint {path}: leaf {name} (#{i}) is corrupted or missing ({e})"
+                    f"checkpoint {path}: leaf {name} (#{i}) is corrupted or missing ({_reason(e)})"
                 ) from e
             if zlib.crc32(np.ascontiguousarray(array).tobytes()) != record["crc32"]:
                 raise CheckpointError(

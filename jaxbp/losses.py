@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.activations import log_softmax, sigmoid, softplus
+from jaxbp.indices import check_range
 from jaxbp.layer import check_float_input
 
 
@@ -100,6 +101,10 @@ def softmax_cross_entropy() -> Loss:
     `target` is either integer labels of shape (n,) or probabilities of shape (n, classes).
     ∂L/∂z = (softmax(z) Σ_c t_c − t) / n, which is (p − onehot)/n for labels. The log-softmax is
     shifted by its max, so logits of any magnitude give a finite value and gradient.
+
+    Labels must lie in [0, classes): ValueError otherwise, or under `jit` a checkify error inside
+    `jaxbp.indices.checked`; under `jit` without it an out-of-range label is a zero target row
+    (that example adds nothing to the loss or the gradient).
     """
     name = "softmax_cross_entropy"
 
@@ -114,6 +119,7 @@ def softmax_cross_entropy() -> Loss:
                     f"{name}: integer labels must have shape ({n},) for logits {logits.shape}, "
                     f"got {target.shape}"
                 )
+            check_range(name, "label", target, 0, classes)
             target = jax.nn.one_hot(target, classes, dtype=logits.dtype)
         elif target.shape != logits.shape:
             raise ValueError(

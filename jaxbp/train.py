@@ -51,6 +51,7 @@ import optax
 
 from jaxbp import checkpoint as ckpt
 from jaxbp import optim
+from jaxbp.indices import check_range
 from jaxbp.layer import Layer
 from jaxbp.losses import Loss
 from jaxbp.models.grad import loss_and_grad
@@ -220,8 +221,14 @@ def _one_step(model, loss, optimizer, clip_norm, clip_value, guard):
 
 
 def accuracy(pred, target):
-    """Fraction of rows whose argmax matches the label (integer labels or one-hot rows)."""
-    labels = target if jnp.issubdtype(target.dtype, jnp.integer) else jnp.argmax(target, -1)
+    """Fraction of rows whose argmax matches the label (integer labels or one-hot rows).
+
+    Integer labels must lie in [0, classes) (see `jaxbp.indices`)."""
+    if jnp.issubdtype(target.dtype, jnp.integer):
+        check_range("accuracy", "label", target, 0, jnp.shape(pred)[-1])
+        labels = target
+    else:
+        labels = jnp.argmax(target, -1)
     return jnp.mean(jnp.argmax(pred, axis=-1) == labels)
 
 

@@ -87,3 +87,34 @@ def test_corrupted_or_truncated_files_are_refused(tmp_path):
     bad.write_bytes(flipped)
     with pytest.raises(checkpoint.CheckpointError, match=r"\['W'\].*corrupted"):
         checkpoint.load(bad, like=tree)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"hello, not a checkpoint\n", "not an .npz"),
+        (b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", "npz"),
+        (b"", "not an .npz"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_is_named_so_and_pickling_is_never_suggested(
+    tmp_path, content, reason
+):
+    path = tmp_path / "notes.npz"
+    path.write_bytes(content)
+    with pytest.raises(checkpoint.CheckpointError, match="not a jaxbp checkpoint") as info:
+        checkpoint.load(path, like=_tree())
+    assert reason in str(info.value)
+    assert "pickle" not in str(info.value).lower()
+
+
+def test_an_npz_archive_without_metadata_or_with_pickled_entries_is_not_a_checkpoint(tmp_path):
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, a=np.arange(3))
+    with pytest.raises(checkpoint.CheckpointError, match="not a jaxbp checkpoint.*__meta__"):
+        checkpoint.load(plain, like=_tree())
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, __meta__=np.array([{"format": "x"}], dtype=object))
+    with pytest.raises(checkpoint.CheckpointError, match="not a jaxbp checkpoint") as info:
+        checkpoint.read_metadata(pickled)
+    assert "allow_pickle" not in str(info.value) and "pickle.load" not in str(info.value)

@@ -8,7 +8,13 @@ The backward is a scatter-add: every position adds its δ into the row it read,
 
 so a row used twice gets both gradients and unused rows get zero. The ids are discrete: they
 get no gradient, and the backward returns dx = None (a `serial` placing the embedding first
-never needs it). Ids outside [0, vocab_size) read a zero vector and add no gradient.
+never needs it).
+
+Ids outside [0, vocab_size) are refused: with concrete ids (no `jit`) the layer raises
+ValueError naming the id, where it is and the range; under `jit` wrap the function in
+`jaxbp.indices.checked` to get the same error from `checkify`. Under `jit` without it nothing is
+checked, and an out-of-range id reads a zero vector and adds no gradient (the `forward` and
+`backward` ops below never check: that is the layer's job).
 
 Example:
     >>> import jax, jax.numpy as jnp, jaxbp
@@ -29,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp import init as initializers
+from jaxbp.indices import check_range
 from jaxbp.layer import Layer, as_shape, positive_int
 
 
@@ -58,7 +65,9 @@ def backward(params, residuals, dy):
 def Embedding(vocab_size: int, dim: int, w_init=None) -> Layer:
     """Integer ids (batch, ...) -> vectors (batch, ..., dim) from a (vocab_size, dim) table.
 
-    `w_init`: initializer of the table (default N(0, 1)).
+    `w_init`: initializer of the table (default N(0, 1)). Ids must lie in [0, vocab_size):
+    ValueError otherwise, or under `jit` a checkify error inside `jaxbp.indices.checked` (see
+    the module docstring for what happens without it).
     """
     name = f"Embedding({vocab_size}, {dim})"
     vocab_size = positive_int(name, "vocab_size", vocab_size)
@@ -77,6 +86,7 @@ def Embedding(vocab_size: int, dim: int, w_init=None) -> Layer:
             )
         if jnp.ndim(ids) < 1:
             raise ValueError(f"{name}: expected ids with a batch axis, got a scalar")
+        check_range(name, "id", ids, 0, vocab_size)
         y, res = forward(params, ids)
         return y, res, state
 

@@ -24,12 +24,18 @@ def test_lookup_and_scatter_add():
     np.testing.assert_allclose(dparams["W"], expected)
 
 
-def test_out_of_range_ids_read_zeros_and_get_no_gradient():
+def test_out_of_range_ids_are_refused_eagerly_and_read_zeros_under_unchecked_jit():
     emb = jaxbp.Embedding(3, 2)
     _, params, _ = emb.init(jax.random.key(0), (2,))
-    y, res, _ = emb.forward(params, (), jnp.array([[1, 7]]))
+    with pytest.raises(ValueError, match=r"Embedding\(3, 2\): id 7 at index \(0, 1\)"):
+        emb.forward(params, (), jnp.array([[1, 7]]))
+
+    def forward_backward(ids):
+        y, res, _ = emb.forward(params, (), ids)
+        return y, emb.backward(params, res, jnp.ones_like(y))[0]
+
+    y, dparams = jax.jit(forward_backward)(jnp.array([[1, 7]]))  # jit without checks
     np.testing.assert_array_equal(y[0, 1], 0.0)
-    dparams, _ = emb.backward(params, res, jnp.ones_like(y))
     np.testing.assert_array_equal(dparams["W"].sum(1), [0.0, 2.0, 0.0])
 
 
