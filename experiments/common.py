@@ -76,3 +76,47 @@ def median_time(fn, *args, repeat: int = 20, warmup: int = 2) -> float:
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
+
+
+# ------------------------------------------------------------------------- the report key
+#
+# Every experiment's main JSON (results/<module name>.json) carries a "report" key, read by
+# experiments/report.py to build results/index.html. Values come from the run; references are
+# the published or expected numbers (the README's tables); "ok" compares the value with a
+# target, or is None when there is no target.
+
+
+def headline(metric: str, value, reference: str = "", ok: bool | None = None) -> dict:
+    """One row of a report: a measured `value` next to its `reference`."""
+    return {"metric": metric, "value": value, "reference": reference,
+            "ok": None if ok is None else bool(ok)}  # fmt: skip
+
+
+def report(
+    title: str,
+    command: str,
+    headlines: list[dict],
+    figures=(),
+    *,
+    status: str = "ok",
+    notes: str = "",
+) -> dict:
+    """The "report" key: `figures` are paths or names, stored relative to the results folder;
+    `status` is "ok", "partial" (parts skipped, said in `notes`) or "failed"."""
+    if status not in ("ok", "partial", "failed"):
+        raise ValueError(f"report: status must be ok, partial or failed, got {status!r}")
+    return {
+        "title": title,
+        "command": command,
+        "headline": list(headlines),
+        "figures": [Path(f).name for f in figures],
+        "status": status,
+        "notes": notes,
+    }
+
+
+def size_note(args, full: str) -> str:
+    """'quick size ...' or 'full size' for a report's notes (`full`: what the full run is)."""
+    if getattr(args, "tiny", False):
+        return f"tiny size (the test suite's), not the full run ({full})"
+    return f"quick size (--quick), not the full run ({full})" if args.quick else "full size"

@@ -141,6 +141,25 @@ def main(argv=None):
         },
         "iterations_to_reach_least_squares_within_1e-4": iterations_to_1e4,
     }
+    result["report"] = common.report(
+        "Linear regression, the article's data",
+        "python -m experiments.linear_regression",
+        [
+            common.headline("article's code as written", verbatim_error, "a shape error (README)",
+                            ok=bool(verbatim_error)),
+            common.headline("article's gradient, shapes mended: w", bad_w,
+                            "0.00: Y is never used (README)"),
+            common.headline(f"manual backprop, {args.iterations} iterations: distance to least "
+                            "squares", float(dist[k]),
+                            f"least squares w = {w_ls:.4f}, b = {b_ls:.4f}"),
+            common.headline("iterations to least squares within 1e-4", iterations_to_1e4,
+                            "2864 at α = 0.01 (README); target: reached",
+                            ok=iterations_to_1e4 is not None),
+        ],
+        ["linear_regression.png"],
+        notes=f"α = {args.alpha}; gradient descent run for {horizon} iterations to find when it "
+        "reaches the least-squares solution.",
+    )  # fmt: skip
     common.save_json(out / "linear_regression.json", result)
 
     fig, (ax1, ax2) = common.new_figure(1, 2, figsize=(11, 4))

@@ -107,6 +107,20 @@ def main(argv=None):
         "seconds_manual": runs["manual"]["seconds"],
         "seconds_autodiff": runs["autodiff"]["seconds"],
     }
+    result["report"] = common.report(
+        "Digits MLP 64-128-128-10, manual backward vs jax.value_and_grad",
+        "python -m experiments.mlp_digits",
+        [
+            common.headline("test accuracy (manual backward)", result["test_accuracy_manual"],
+                            "0.983 (README, quick size)"),
+            common.headline(f"max |loss manual − loss autodiff| over {diff.size} steps",
+                            result["max_loss_curve_difference"],
+                            "float64 rounding: ≤ 1e-10 (README 4.4e-16)",
+                            ok=result["max_loss_curve_difference"] <= 1e-10),
+        ],
+        ["mlp_digits.png"],
+        notes=common.size_note(args, "80 epochs") + "; same init and batches for both runs.",
+    )  # fmt: skip
     common.save_json(out / "mlp_digits.json", result)
 
     fig, (ax1, ax2) = common.new_figure(1, 2, figsize=(11, 4))

@@ -88,6 +88,36 @@ def run_one(model, loss, evaluate, name, lr, d, args, steps):
     return record
 
 
+# best-rate test accuracy per optimizer in the README's table (full size, 3000 steps)
+README_BEST = {"SGD": 0.983, "momentum": 0.981, "AdaGrad": 0.983, "RMSprop": 0.978, "Adam": 0.981}
+
+
+def _report(summary, sweep_runs, steps, args):
+    rows = [
+        common.headline(
+            f"{name}: test accuracy at its best rate ({s['best_lr']:g})",
+            s["test_accuracy"],
+            f"{README_BEST[name]} (README, full size)" if name in README_BEST else "",
+        )
+        for name, s in summary.items()
+    ]
+    diverged = [r["lr"] for r in sweep_runs if r["diverged_at"] is not None]
+    rows.append(
+        common.headline(
+            "SGD rates that diverged (the guard stopped them)",
+            ", ".join(f"{lr:g}" for lr in diverged) or "none",
+            "100 diverges; 10 stalls (README)",
+        )
+    )
+    return common.report(
+        "Learning rate and optimizers (digits)",
+        "python -m experiments.optimizers",
+        rows,
+        ["optimizers_lr_sweep.png", "optimizers_compare.png"],
+        notes=common.size_note(args, "3000 steps, wider rate grids") + f"; {steps} steps per run.",
+    )
+
+
 def _score(record):
     """Selection criterion: final validation loss (diverged or non-finite runs lose)."""
     v = record["final_val_loss"]
@@ -168,6 +198,7 @@ def main(argv=None):
         "best": summary,
         "machine": common.machine(),
     }
+    result["report"] = _report(summary, sweep_runs, steps, args)
     common.save_json(out / "optimizers.json", result)
     plot_sweep(sweep_runs, grid_runs, out / "optimizers_lr_sweep.png")
     plot_compare(best, out / "optimizers_compare.png")

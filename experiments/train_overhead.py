@@ -133,6 +133,7 @@ def main(argv=None):
         "per_step": table,
         "machine": common.machine(),
     }
+    result["report"] = _report(table, ks, args)
     common.save_json(out / "train_overhead.json", result)
     plot(table, out / "train_overhead.png")
     return result
@@ -151,6 +152,33 @@ def plot(table, path):
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:.0f}", va="center", fontsize=8)
     common.save_figure(fig, path)
+
+
+def _report(table, ks, args):
+    rows = [
+        common.headline(
+            "fit (K = 1, tqdm bar) / bare jitted step",
+            table["fit, K=1, tqdm bar"]["vs_bare_step"],
+            "1.3–1.5× (README)",
+        )
+    ]
+    if 10 in ks:
+        one, ten = table["bare step (donate=True)"], table["bare, K=10 steps/call"]
+        rows.append(
+            common.headline(
+                "speed-up of 10 steps per compiled call over one",
+                one["us_per_step"] / ten["us_per_step"],
+                "5.8× (README)",
+            )
+        )
+    return common.report(
+        "Training-loop overhead",
+        "python -m experiments.train_overhead",
+        rows,
+        ["train_overhead.png"],
+        notes=common.size_note(args, "4000 steps, median of 7")
+        + "; wall-time medians, noisy on a shared machine.",
+    )
 
 
 if __name__ == "__main__":

@@ -80,6 +80,9 @@ class Report(NamedTuple):
     jit: bool
     results: tuple[LeafResult, ...]
     problems: tuple[str, ...] = ()  # structure or dtype mismatches
+    # float leaves whose reference gradient is identically zero: a zero manual gradient
+    # matches it, and so would any multiple of the right one (a sign flip, a missing term)
+    untested: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -97,6 +100,11 @@ class Report(NamedTuple):
         head = f"gradient check of {self.name} ({self.dtype}, jit={self.jit}): "
         lines = [head + ("PASSED" if self.ok else "FAILED")]
         lines += [f"  problem: {p}" for p in self.problems]
+        lines += [
+            f"  untested: {leaf}: the reference gradient is zero everywhere, so this input "
+            "cannot tell a right backward from a wrong one (draw another)"
+            for leaf in self.untested
+        ]
         lines.append(
             f"  {'leaf':<28} {'reference':<11} {'max abs err':>11} {'rel err':>9} "
             f"{'tol':>7}  {'worst at':<14} {'manual':>13} {'reference':>13}"
@@ -243,6 +251,7 @@ def check_vjp(
 
     problems = []
     results = []
+    untested = []
     flat_args, treedef = jax.tree.flatten(args)
     try:
         flat_manual = treedef.flatten_up_to(manual)
@@ -264,6 +273,8 @@ def check_vjp(
                 f"{leaf_name}: gradient dtype {jnp.result_type(m)} != dtype {jnp.result_type(a)}"
             )
         results.append(_compare(leaf_name, "jax.vjp", m, e, rtol))
+        if jnp.size(e) and not np.any(np.asarray(e)):
+            untested.append(leaf_name)
 
     if finite_diff and wide and not problems:
 
@@ -297,7 +308,7 @@ def check_vjp(
             result = _compare(leaf_name, "finite diff", m, fd, FD_RTOL, scale)
             results.append(result._replace(worst_index=where[result.worst_index[0]]))
 
-    report = Report(name, dtype_name, jit, tuple(results), tuple(problems))
+    report = Report(name, dtype_name, jit, tuple(results), tuple(problems), tuple(untested))
     if raise_on_fail and not report.ok:
         raise GradientCheckError(report)
     return report

@@ -2,6 +2,13 @@
 
 Per case: float64 without jit (vjp ≤ 1e-10 and finite differences), float64 under jit, and
 float32 under jit; shapes, hyperparameters and the batch size (1 included) come from hypothesis.
+
+With `derandomize=True` and one example, hypothesis draws the same, simplest example every run
+(seed 0, batch 1): each case is checked at that one draw here (and at seed 1 in
+test_batch_one). So a case must exercise every gradient at that draw: a leaf whose reference
+gradient is zero everywhere (all relu units dead) passes whatever the backward returns, which
+is how a negated ∂L/∂h₀ of the vanilla RNN once passed the suite. `report.untested` must be
+empty; tests/test_mutations.py shows that negated gradients are caught.
 """
 
 import jax.numpy as jnp
@@ -35,6 +42,7 @@ def test_case(case, mode, seed, batch):
     report = check.run_case(case, seed=seed, batch=batch, **MODES[mode])
     assert report.ok, str(report)
     assert report.results, "a check that compared nothing"
+    assert not report.untested, f"a zero reference gradient checks nothing:\n{report}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

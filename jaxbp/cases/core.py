@@ -55,7 +55,9 @@ def _parallel(rng):
     heads = jaxbp.parallel(
         jaxbp.Dense(size(rng, 1, 4)), jaxbp.serial(jaxbp.Dense(3), jaxbp.Sigmoid())
     )
-    return jaxbp.serial(jaxbp.Dense(size(rng, 1, 5)), jaxbp.Relu(), heads), (size(rng, 1, 5),)
+    # bias 1 before the relu: a draw where every unit is dead leaves nothing to compare
+    trunk = jaxbp.Dense(size(rng, 1, 5), b_init="ones")
+    return jaxbp.serial(trunk, jaxbp.Relu(), heads), (size(rng, 1, 5),)
 
 
 def _half_mse(rng, batch):

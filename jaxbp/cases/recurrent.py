@@ -3,7 +3,9 @@
 Sizes are random and small: time T in [1, 5] (T = 1 included), features and hidden in [1, 5],
 `return_sequences` either way. The "+mask+h0" cases feed the dict input {"x", "mask", "h0"
 (, "c0")}: a random bool mask (some steps skipped) and random initial states, whose gradients
-are checked too.
+are checked too. Every case's gradients must be non-zero somewhere at the registry's draw
+(`check.Report.untested` is empty; tests/test_registry.py asserts it): a gradient that is zero
+everywhere would pass whatever sign or scale the backward gave it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from jaxbp.cases.base import layer_case, size
 
 CELLS = {
     "RNN(tanh)": lambda h, seq: jaxbp.RNN(h, "tanh", return_sequences=seq),
-    "RNN(relu)": lambda h, seq: jaxbp.RNN(h, "relu", return_sequences=seq),
+    # bias 1 keeps the relu units alive: with the zero default, a draw where every unit is dead
+    # at every step has all-zero gradients, and the check compares nothing (see check.Report)
+    "RNN(relu)": lambda h, seq: jaxbp.RNN(h, "relu", return_sequences=seq, b_init="ones"),
     "LSTM": lambda h, seq: jaxbp.LSTM(h, return_sequences=seq),
     "GRU": lambda h, seq: jaxbp.GRU(h, return_sequences=seq),
 }
@@ -83,6 +87,7 @@ def _stacked(rng):
 # tests/layers/test_recurrent.py.
 CASES = [
     layer_case("RNN(tanh)", _plain("RNN(tanh)")),
+    layer_case("RNN(tanh)+mask+h0", _masked("RNN(tanh)")),
     layer_case("RNN(relu)+mask+h0", _masked("RNN(relu)")),
     layer_case("LSTM", _plain("LSTM")),
     layer_case("LSTM+mask+h0+c0", _masked("LSTM")),
