@@ -168,6 +168,38 @@ def run_name(cell, T, hidden, args) -> str:
     return f"{name}_T{T}_h{hidden}_b{args.batch}_lr{args.lr:g}_clip{args.clip:g}_seed{args.seed}"
 
 
+# the README's final MSE at the quick size (T = 50) and the full-size outcome
+README_QUICK = {"GRU": 0.0126, "LSTM": 0.035, "RNN(tanh)": 0.178}
+
+
+def report(result, quick):
+    """The "report" key: each run's final MSE against the 0.01 target (gated cells) or the
+    0.167 baseline (the tanh RNN, which the task defeats)."""
+    rows = []
+    for r in result["runs"]:
+        gated = r["cell"] != "RNN(tanh)"
+        ref = (f"< {THRESHOLD} (target)" if gated else f"baseline {BASELINE:.3f}: not expected "
+               "to learn")  # fmt: skip
+        if quick and r["cell"] in README_QUICK:
+            ref += f"; README quick size {README_QUICK[r['cell']]}"
+        rows.append(common.headline(
+            f"{r['cell']}, T = {r['T']}: final MSE (below {THRESHOLD} from step "
+            f"{r['step_below_0.01']})", r["final_mse"], ref,
+            ok=(r["final_mse"] < THRESHOLD) if gated and not quick else None,
+        ))  # fmt: skip
+    setup = result["setup"]
+    return common.report(
+        "Adding problem (Hochreiter & Schmidhuber 1997)",
+        "python -m experiments.adding_problem",
+        rows,
+        ["adding_problem.png"],
+        notes=(f"quick size (--quick): T = {setup['T']}, hidden {setup['hidden']}, "
+               f"{setup['steps']} steps; the full run (T = 100, 200, hidden 128) reaches < 0.01 "
+               "with GRU and LSTM" if quick else
+               f"T = {setup['T']}, hidden {setup['hidden']}, up to {setup['steps']} steps"),
+    )  # fmt: skip
+
+
 def merge(paths, out):
     """One result from several partial ones: their runs, ordered by T and cell."""
     parts = [json.loads(Path(path).read_text()) for path in paths]
@@ -178,6 +210,7 @@ def merge(paths, out):
     setup = dict(parts[0]["setup"], T=sorted({r["T"] for r in runs}))
     result = {"setup": setup, "runs": runs, "merged_from": [str(p) for p in paths],
               "machine": parts[0]["machine"]}  # fmt: skip
+    result["report"] = report(result, quick=False)
     for r in runs:
         print(f"  {r['cell']:<10} T={r['T']:<4} final MSE {r['final_mse']:.4f}  below "
               f"{THRESHOLD} from step {r['step_below_0.01']}  ({r['seconds']:.0f} s)")  # fmt: skip
@@ -263,6 +296,7 @@ def main(argv=None):
             result["runs"].append(run)
             common.save_json(out / "adding_problem.json", result)  # partial results survive
     runs = result["runs"]
+    result["report"] = report(result, quick=args.quick)
     common.save_json(out / "adding_problem.json", result)
     plot(runs, out / "adding_problem.png")
     return result

@@ -631,7 +631,7 @@ def targets(rows, fits):
     def add(name, value, limit, better="lower", where="", of_mins=None):
         met = None if value is None else (value <= limit if better == "lower" else value >= limit)
         out.append({"target": name, "measured": value, "limit": limit, "met": met, "where": where,
-                    "ratio_of_min_times": of_mins})  # fmt: skip
+                    "ratio_of_min_times": of_mins, "better": better})  # fmt: skip
 
     worst = max(rows, key=lambda r: r["manual_over_autodiff"])
     add("manual <= 1.05x autodiff, every workload (worst)", worst["manual_over_autodiff"], 1.05,
@@ -818,6 +818,24 @@ def main(argv=None):
         "table_markdown": markdown_table(rows),
         "figures": figures,
     }
+    result["report"] = common.report(
+        "The cost of backprop (manual vs autodiff, NumPy, PyTorch)",
+        "python -m experiments.backprop_cost",
+        [
+            common.headline(f"{c['target']} [{c['where']}]", c["measured"],
+                            f"{'≤' if c['better'] == 'lower' else '≥'} {c['limit']} (issue target)",
+                            ok=c["met"])
+            for c in checks
+        ]
+        + [common.headline(f"step time ∝ {k}^p (batch {b})", v, "depth^1.0, width^1.85–2.08 "
+                           "(README, full size)")
+           for b, fit in fits.items() for k, v in fit.items() if "exponent" in k],
+        figures,
+        status="ok" if torch_info else "partial",
+        notes=common.size_note(args, "the README's workload table")
+        + ("" if torch_info else "; PyTorch not installed: its comparisons were skipped")
+        + "; medians of interleaved rounds, a shared machine.",
+    )  # fmt: skip
     common.save_json(out / "backprop_cost.json", result)
     return result
 

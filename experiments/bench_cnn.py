@@ -106,6 +106,18 @@ def bench(build, in_shape, batch, rounds, repeat, seed=0):
     }
 
 
+# the README's manual / autodiff ratios (full size, idle machine), by benchmark name prefix
+README_RATIOS = {
+    "MNIST-1D CNN": "0.98–1.01",
+    "2-D CNN, 3 conv": "0.59",
+    "2-D CNN + BatchNorm": "0.67",
+}
+
+
+def _readme_ratio(name):
+    return next((v for k, v in README_RATIOS.items() if name.startswith(k)), "–")
+
+
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=None)
@@ -137,6 +149,22 @@ def main(argv=None):
             "results": results,
             "machine": common.machine(),
             "seconds": time.perf_counter() - t0,
+            "report": common.report(
+                "CNN speed: manual backward vs jax.value_and_grad",
+                "python -m experiments.bench_cnn",
+                [
+                    common.headline(
+                        f"{name}: time manual / autodiff",
+                        r["ratio"],
+                        f"≤ 1.05 (never slower); README {_readme_ratio(name)} (idle machine)",
+                        ok=r["ratio"] <= 1.05,
+                    )
+                    for name, r in results.items()
+                ],
+                ["bench_cnn.png"],
+                notes=common.size_note(args, "2-D CNNs at batch 128, 7 rounds")
+                + "; medians of interleaved rounds in one process.",
+            ),
         },
     )
     fig, ax = common.new_figure(figsize=(7, 3))

@@ -138,8 +138,41 @@ def main(argv=None):
         "rows": rows,
         "machine": common.machine(),
     }
+    result["report"] = _report(rows, result["targets"], args)
     common.save_json(out / "bench_rnn.json", result)
     return result
+
+
+# the README's table (idle machine): (time ratio, memory ratio) by (cell, T)
+README = {
+    ("RNN", 100): (0.91, 0.69),
+    ("LSTM", 100): (0.61, 0.68),
+    ("GRU", 100): (0.71, 0.70),
+    ("RNN", 50): (0.95, 0.69),
+    ("LSTM", 50): (0.74, 0.68),
+    ("GRU", 50): (0.77, 0.70),
+}
+
+
+def _report(rows, targets, args):
+    lines = []
+    for r in rows:
+        ref = README.get((r["cell"], r["T"]))
+        for key, i in (("time_ratio", 0), ("memory_ratio", 1)):
+            lines.append(common.headline(
+                f"{r['cell']}, T = {r['T']}, batch {r['batch']}: {key.replace('_', ' ')} "
+                "manual / autodiff",
+                r[key],
+                f"≤ {targets[key]} (issue target)" + (f"; README {ref[i]}" if ref else ""),
+                ok=r[key] <= targets[key],
+            ))  # fmt: skip
+    return common.report(
+        "RNN speed and memory: manual backward vs jax.value_and_grad",
+        "python -m experiments.bench_rnn",
+        lines,
+        notes=common.size_note(args, "T = 100 and 50, 30 repeats")
+        + "; times are medians, noisy on a shared machine; memory is XLA's temp allocation.",
+    )
 
 
 def argparse_hidden():

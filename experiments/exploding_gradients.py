@@ -61,6 +61,29 @@ def gradient_norms(rho, Ts, hidden, regime, clip, seed):
     return np.asarray(raw), np.asarray(clipped)
 
 
+def _report(result, args):
+    """‖∂L/∂h₀‖ at the longest T against ρ^T (exact in the linear regime: ∂L/∂h₀ = (Uᵀ)^T v
+    with U = ρ Q orthogonal and ‖v‖ = 1)."""
+    T = result["T"][-1]
+    rows = []
+    for curve in result["curves"]:
+        value, rho = curve["norm"][-1], curve["rho"]
+        linear = curve["regime"] == "linear"
+        rows.append(common.headline(
+            f"{curve['regime']} regime, ρ = {rho}: ‖∂L/∂h₀‖ at T = {T} (clipped "
+            f"{curve['clipped'][-1]:.3g})", value,
+            f"ρ^T = {rho**T:.3g} (exact, rel. 1e-6)" if linear else "below ρ^T: tanh′ < 1",
+            ok=abs(value / rho**T - 1) <= 1e-6 if linear else value <= rho**T,
+        ))  # fmt: skip
+    return common.report(
+        "Exploding and vanishing gradients in a tanh RNN",
+        "python -m experiments.exploding_gradients",
+        rows,
+        ["exploding_gradients.png"],
+        notes=common.size_note(args, "T up to 200") + f"; hidden {result['hidden']}.",
+    )
+
+
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--hidden", type=int, default=128)
@@ -95,6 +118,7 @@ def main(argv=None):
             ax.set_title(f"tanh RNN, {regime} regime")
         axes[0].set_ylabel("‖∂L/∂h₀‖")
         axes[0].legend(fontsize=8, ncol=2)
+    result["report"] = _report(result, args)
     common.save_json(out / "exploding_gradients.json", result)
     common.save_figure(fig, out / "exploding_gradients.png")
     return result

@@ -232,6 +232,20 @@ def main(argv=None):
             "table": table,
             "results": results,
             "machine": common.machine(),
+            "report": common.report(
+                "MNIST-1D (Greydanus 2020)",
+                "python -m experiments.mnist1d",
+                [
+                    common.headline(
+                        f"{name}: test accuracy (%), mean of {n_seeds} seeds",
+                        r["mean"],
+                        "–" if r["published"] is None else f"{r['published']:g} % (published)",
+                    )
+                    for name, r in results.items()
+                ],
+                ["mnist1d.png"],
+                notes=common.size_note(args, "6000 steps, 3 seeds") + f"; {steps} steps.",
+            ),
         },
     )
     fig, ax = common.new_figure(figsize=(6, 4))

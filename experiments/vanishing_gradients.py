@@ -428,8 +428,32 @@ def main(argv=None):
         },  # fmt: skip
         "figures": figures,
     }
+    result["report"] = _report(glorot, he, figures, args)
     common.save_json(out / "vanishing_gradients.json", result)
     return result
+
+
+def _report(glorot, he, figures, args):
+    rows = []
+    for w_init in ("classic", "xavier"):
+        by_std = glorot[w_init]
+        std = "0.5" if "0.5" in by_std else sorted(by_std)[-1]  # the README's inputs N(0, 0.5²)
+        rows.append(common.headline(
+            f"5 tanh layers, {w_init} init: std(δ₁)/std(δ₅), inputs N(0, {std}²)",
+            by_std[std]["mean"], f"≈ {glorot['published'][w_init]} (Glorot & Bengio 2010)",
+        ))  # fmt: skip
+    for w_init, published in (("xavier", "−1, Var[W] = 1/n"), ("he", "0")):
+        rows.append(common.headline(
+            f"ReLU, {he['depth']} layers, {w_init}: slope of log₂ Var[z_l] per layer",
+            he[w_init]["log2_var_slope_per_layer"], f"{published} (He et al. 2015)",
+        ))  # fmt: skip
+    return common.report(
+        "Vanishing gradients at initialization",
+        "python -m experiments.vanishing_gradients",
+        rows,
+        figures,
+        notes=common.size_note(args, "depths to 50, 5 seeds, 40 epochs"),
+    )
 
 
 def argparse_hidden():
