@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
 
+# Every experiment at the quick size, the gradient-check table, then one page:
+# results/index.html. A failed experiment or check shows on the page, and makes demo fail.
 demo: $(STAMP)
-	$(PY) -m experiments.run_all --quick
-	$(PY) -m jaxbp.check | tee results/check_table.txt
+	mkdir -p results
+	$(PY) -m experiments.run_all --quick; ran=$$?; \
+	$(PY) -m jaxbp.check > results/check_table.txt; checked=$$?; cat results/check_table.txt; \
+	$(PY) -m experiments.report --out results && test $$ran -eq 0 -a $$checked -eq 0
 
 check: $(STAMP)
 	$(PY) -m jaxbp.check
