@@ -827,8 +827,8 @@ def main(argv=None):
                             ok=c["met"])
             for c in checks
         ]
-        + [common.headline(f"step time ∝ {k}^p (batch {b})", v, "depth^1.0, width^1.85–2.08 "
-                           "(README, full size)")
+        + [common.headline(f"step-time exponent, {k} (batch {b})", v,
+                           "depth^1.0, width^1.85–2.08 (README, full size)")
            for b, fit in fits.items() for k, v in fit.items() if "exponent" in k],
         figures,
         status="ok" if torch_info else "partial",
