@@ -8,7 +8,18 @@ backward into JAX's own differentiation.
 
 import importlib
 
-from jaxbp import activations, checkpoint, data, init, layers, losses, models, optim, train
+from jaxbp import (
+    activations,
+    checkpoint,
+    data,
+    distributed,
+    init,
+    layers,
+    losses,
+    models,
+    optim,
+    train,
+)
 from jaxbp.activations import (
     Elu,
     Gelu,
@@ -98,6 +109,7 @@ __all__ = [
     "check",
     "checkpoint",
     "data",
+    "distributed",
     "fit",
     "init",
     "layers",

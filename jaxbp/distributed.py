@@ -11,11 +11,16 @@ algebra: the backward of a linear map is its transpose, and
     all-gather  (x_1, ..., x_n) ↦ [x_1 ... x_n] on every device
                                             has transpose   reduce-scatter: dx_i = Σ_j dy_j[i]
 
-Convention: a value replicated over a mesh axis carries its full cotangent on every device
-(the loss is computed once per replica and counted once). Under it the transposes above are
-what each device runs, and they are the two conjugate operators of Megatron-LM (Shoeybi et al.
-2019): `Replicate` (f: identity forward, all-reduce backward) and `AllReduce` (g: all-reduce
-forward, identity backward).
+Which transpose a device runs depends on what its cotangent holds. A value that the rest of
+the computation uses *replicated* (the same ops on every device, e.g. the loss) carries its
+full cotangent on every device; a value that each device uses *differently* (with its own
+weight shard) carries only that device's part, and the parts must be summed. Hence the two
+conjugate operators of Megatron-LM (Shoeybi et al. 2019): `Replicate` (f: identity forward,
+all-reduce backward — a replicated input feeding device-specific shards) and `AllReduce`
+(g: all-reduce forward, identity backward — partial sums becoming a replicated output). The
+all-gather has both forms: `AllGather` (backward reduce-scatter, consumer device-specific) and
+`GatherOutput` (backward: keep the own block, consumer replicated); `ReduceScatter` is the
+transpose of `AllGather`.
 
 - **Data parallelism** is `Replicate` applied to the parameters: every device holds θ, runs
   forward and backward on its own rows, and the backward of the replication sums the
@@ -127,18 +132,40 @@ def all_reduce_backward(dy, axis_name):
 
 
 def all_gather_forward(x, axis_name, axis):
-    """y = [x_1 x_2 ... x_n] concatenated along `axis`, on every device."""
+    """y = [x_1 x_2 ... x_n], the devices' blocks concatenated along `axis`, on every device."""
     if not axis_bound(axis_name):
         return x
     return jax.lax.all_gather(x, axis_name, axis=axis, tiled=True)
 
 
 def all_gather_backward(dy, axis_name, axis):
-    """Reduce-scatter: dx_i = Σ_j dy_j[block i]. Device j's output copy holds every block, so
-    block i's cotangent is summed over the devices and delivered to device i (psum_scatter)."""
+    """Reduce-scatter, for copies used differently on each device: device j's cotangent dy_j
+    is partial, and block i of x went into every copy, so dx_i = Σ_j dy_j[block i]."""
     if not axis_bound(axis_name):
         return dy
     return jax.lax.psum_scatter(dy, axis_name, scatter_dimension=axis, tiled=True)
+
+
+def gather_output_backward(dy, axis_name, axis):
+    """The all-gather's transpose when what follows runs replicated: every device holds the
+    full cotangent of the gathered value, so device i keeps its block, dx_i = dy[block i]."""
+    if not axis_bound(axis_name):
+        return dy
+    size = dy.shape[axis] // jax.lax.axis_size(axis_name)
+    start = jax.lax.axis_index(axis_name) * size
+    return jax.lax.dynamic_slice_in_dim(dy, start, size, axis)
+
+
+def reduce_scatter_forward(x, axis_name, axis):
+    """y_i = (Σ_j x_j)[block i]: the sum of the devices' values, device i keeping block i."""
+    if not axis_bound(axis_name):
+        return x
+    return jax.lax.psum_scatter(x, axis_name, scatter_dimension=axis, tiled=True)
+
+
+def reduce_scatter_backward(dy, axis_name, axis):
+    """All-gather: x_j entered every block of the sum, so dx_j = [dy_1 ... dy_n]."""
+    return all_gather_forward(dy, axis_name, axis)
 
 
 # -------------------------------------------------------- the collectives as layers
@@ -179,15 +206,43 @@ def AllReduce(axis_name: str = MODEL) -> Layer:
     )
 
 
+def _check_axis(name, axis):
+    if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
+        raise ValueError(f"{name}: axis must be a nonzero int (0 is the batch), got {axis!r}")
+
+
 def AllGather(axis_name: str = MODEL, axis: int = -1) -> Layer:
-    """Gather the devices' blocks of the feature `axis` (of the per-example shape, negative
-    counts from the end): forward all-gather, backward reduce-scatter."""
-    if not isinstance(axis, int) or axis == 0:
-        raise ValueError(f"AllGather: axis must be a nonzero int (0 is the batch), got {axis!r}")
+    """Gather the devices' blocks along the feature `axis` (negative counts from the end),
+    for a consumer that uses its copy differently on each device (its own weight shard, as
+    in sequence parallelism): forward all-gather, backward reduce-scatter."""
+    _check_axis("AllGather", axis)
     return _collective_layer(
         f"AllGather({axis_name!r}, axis={axis})",
         lambda x: all_gather_forward(x, axis_name, axis % x.ndim),
         lambda dy: all_gather_backward(dy, axis_name, axis % dy.ndim),
+    )
+
+
+def GatherOutput(axis_name: str = MODEL, axis: int = -1) -> Layer:
+    """Gather the devices' blocks along `axis` for a replicated consumer (Megatron's
+    gather_output, e.g. after a `ColumnParallelDense`): forward all-gather, backward keeps
+    each device's own block of the (replicated) cotangent — no communication."""
+    _check_axis("GatherOutput", axis)
+    return _collective_layer(
+        f"GatherOutput({axis_name!r}, axis={axis})",
+        lambda x: all_gather_forward(x, axis_name, axis % x.ndim),
+        lambda dy: gather_output_backward(dy, axis_name, axis % dy.ndim),
+    )
+
+
+def ReduceScatter(axis_name: str = MODEL, axis: int = -1) -> Layer:
+    """Sum the devices' values and keep block i on device i: forward reduce-scatter,
+    backward all-gather (the transpose of `AllGather`)."""
+    _check_axis("ReduceScatter", axis)
+    return _collective_layer(
+        f"ReduceScatter({axis_name!r}, axis={axis})",
+        lambda x: reduce_scatter_forward(x, axis_name, axis % x.ndim),
+        lambda dy: reduce_scatter_backward(dy, axis_name, axis % dy.ndim),
     )
 
 
