@@ -4,7 +4,8 @@ usage: python tests/multihost_child.py PROCESS_ID PORT OUT.npz
 
 Joins a 2-process JAX runtime on 127.0.0.1:PORT (CPU collectives over gloo), builds a mesh
 over both processes' devices (one CPU device each), trains `problem()` data-parallel with
-`fit(..., mesh=mesh)` and writes the parameters it holds to OUT.npz.
+`fit(..., mesh=mesh)` (checkpoints in OUT.npz.ckpt/) and writes the parameters it holds to
+OUT.npz.
 """
 
 import sys
@@ -29,6 +30,7 @@ def problem():
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int32) + (x[:, 2] > 1)
     model = jaxbp.MLP([16], 3)
     kwargs = dict(key=jax.random.key(7), steps=STEPS, batch_size=16, progress=False)
+    kwargs.update(eval_data=(x[:40], y[:40]), eval_every=6)
     return model, losses.softmax_cross_entropy(), optim.adam(1e-2), (x, y), kwargs
 
 
@@ -40,9 +42,11 @@ def main(process_id, port, out):
         mesh = distributed.make_mesh()  # both processes' devices on the "data" axis
         assert mesh.devices.size == 2 and len(jax.local_devices()) == 1
         model, loss, opt, data, kwargs = problem()
-        result = train.fit(model, loss, opt, data, mesh=mesh, **kwargs)
+        ckpt = dict(checkpoint_dir=f"{out}.ckpt", checkpoint_every=6)  # one folder per process
+        result = train.fit(model, loss, opt, data, mesh=mesh, **kwargs, **ckpt)
         leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(result.params)]
-        np.savez(out, *leaves, step=result.step, loss=result.history["train"][-1]["loss"])
+        evals = [r["loss"] for r in result.history["eval"]]
+        np.savez(out, *leaves, step=result.step, eval_loss=np.array(evals))
     finally:
         jax.distributed.shutdown()
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import distributed, losses, optim, train
+from jaxbp import checkpoint, distributed, losses, optim, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_CHECKS = [
@@ -101,6 +101,14 @@ def test_two_processes_equal_one(tmp_path):
     model, loss, opt, data, kwargs = multihost_child.problem()
     single = train.fit(model, loss, opt, data, **kwargs)
     assert int(held[0]["step"]) == single.step == multihost_child.STEPS
+    single_evals = [r["loss"] for r in single.history["eval"]]
+    saved, _ = checkpoint.load(
+        checkpoint.latest(f"{outs[1]}.ckpt"),
+        like={"train_state": single.train_state, "data_key": jax.random.key(0)},
+    )
+    for k, leaf in zip(names, jax.tree.leaves(saved["train_state"].params)):
+        np.testing.assert_array_equal(np.asarray(leaf), held[1][k])
+    np.testing.assert_allclose(held[0]["eval_loss"], single_evals, rtol=1e-12)
     for k, ref in zip(names, jax.tree.leaves(single.params)):
         ref = np.asarray(ref)
         err = np.max(np.abs(held[0][k] - ref)) / np.max(np.abs(ref))
