@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import checkpoint, distributed, losses, optim, train
+from jaxbp import checkpoint, distributed, optim, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_CHECKS = [
@@ -158,19 +158,6 @@ def test_partition_specs_follow_the_sharded_params(key):
     data_only = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     no_model_axis = distributed.partition_specs(state, data_only)
     assert no_model_axis.params[1][0].W == P()  # a mesh without "model" replicates them
-
-
-def test_one_device_mesh_step_equals_make_train_step(key):
-    x = np.random.default_rng(0).normal(size=(8, 3))
-    y = np.random.default_rng(1).normal(size=(8, 2))
-    model, loss, opt = jaxbp.MLP([6], 2), losses.mse(), optim.sgd(0.1, momentum=0.9)
-    state = train.init_train_state(model, opt, key, (3,))
-    ref, ref_loss = train.make_train_step(model, loss, opt, donate=False)(state, x, y)
-    step = distributed.make_parallel_train_step(model, loss, opt, distributed.make_mesh())
-    got, got_loss = step(state, x, y)
-    assert float(got_loss) == float(ref_loss)
-    for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(ref.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-14)
 
 
 def test_clear_errors():
