@@ -63,7 +63,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
+from jaxbp.activations import Gelu
+from jaxbp.layer import Layer, as_shape, check_float_input, positive_int, serial
 from jaxbp.layers import dense
 from jaxbp.losses import Loss
 
@@ -380,9 +381,6 @@ def TensorParallelMLP(
     all-reduce in the forward (after the row-parallel product) and one in the backward (the
     input gradient of the column-parallel layer). Default activation: GELU.
     """
-    from jaxbp.activations import Gelu
-    from jaxbp.layer import serial
-
     act = Gelu() if activation is None else activation
     return serial(
         ColumnParallelDense(hidden, axis_name),
