@@ -240,7 +240,8 @@ def report(rows, args, simulated):
             {
                 "metric": f"GPT MLP compiled memory per device, 1 device / {top}-way tensor split",
                 "value": round(shrink, 2),
-                "reference": f"→ {top} as the weights and Adam moments dominate",
+                "reference": f"≤ {top}: W1, b1, W2 and their Adam moments split; LayerNorm, b2 "
+                "and the (batch, tokens, width) activations stay whole",
                 "ok": None,
             },
             {
