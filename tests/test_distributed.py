@@ -23,7 +23,6 @@ CHILD_CHECKS = [
     "data_parallel_4",
     "data_parallel_8",
     "tensor_parallel_gradient",
-    "gather_output",
     "gather_scatter_transposes",
     "fit_two_d_mesh",
     "errors",

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from experiments import scaling
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +28,7 @@ def test_collectives_are_read_off_the_hlo():
     assert got["ring_bytes"] == 2 * 3 / 4 * 640 + 2 * 1 / 2 * 20 + 3 / 4 * 128
 
 
+@pytest.mark.slow  # ~15 s of CPU: the issue's test budget goes to tests/test_distributed.py
 def test_quick_run_at_tiny_size(tmp_path):
     """The real script (re-executed with simulated devices): the GPT MLP at toy widths, 1 and 2
     devices, tensor- and data-parallel."""
