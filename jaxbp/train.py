@@ -368,6 +368,7 @@ def fit(
     progress: bool = True,
     callback: Callable | None = None,
     dtype=None,
+    mesh=None,
 ) -> FitResult:
     """Train `model` on `train_data = (x, y)` for `steps` minibatch steps.
 
@@ -388,6 +389,9 @@ def fit(
       the first non-finite gradient leaf; no checkpoint is written after it.
     - Speed: `steps_per_call=K` runs K steps per compiled call (`eval_every`, `log_every` and
       `checkpoint_every` must then be multiples of K).
+    - Devices: with `mesh` (a `jax.sharding.Mesh`, e.g. `jaxbp.distributed.make_mesh()`) each
+      step runs data-parallel over its "data" axis (and tensor-parallel over "model"), see
+      `jaxbp.distributed`; batch_size must then be a multiple of the data-axis size.
     """
     x_train, y_train = (np.asarray(a) for a in train_data)
     n = len(x_train)
@@ -431,7 +435,7 @@ def fit(
         state, data_key, history = tree["train_state"], tree["data_key"], meta["history"]
     start = int(state.step)
 
-    run = _cached(_compiled_run, model, loss, optimizer, clip_norm, clip_value)
+    run = _cached(_compiled_run, model, loss, optimizer, clip_norm, clip_value, mesh)
     x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
     eval_step = (
         _cached(_compiled_eval, model, loss, metric, metric_name) if eval_data is not None else None
@@ -532,14 +536,18 @@ def _cached(fn, *args):
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_run(model, loss, optimizer, clip_norm, clip_value):
+def _compiled_run(model, loss, optimizer, clip_norm, clip_value, mesh=None):
     """fit's compiled call `(state, x_all, y_all, stream, start, count=K) -> (state, losses)`:
     K steps whose minibatches are the rows stream[start], ..., stream[start+K−1] (each a
     (batch,) index vector into x_all), sliced and gathered on the device.
 
     Cached on its arguments, so repeated `fit` calls with the same model, loss and optimizer
-    objects reuse one compilation.
+    objects reuse one compilation. With a `mesh`, the same call runs over the devices.
     """
+    if mesh is not None:
+        from jaxbp import distributed
+
+        return distributed.compiled_run(model, loss, optimizer, clip_norm, clip_value, mesh)
     one = make_train_step(
         model, loss, optimizer, clip_norm=clip_norm, clip_value=clip_value, jit=False
     )
