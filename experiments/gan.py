@@ -89,7 +89,7 @@ def generator_step(G, D, opt, g_params, g_opt, d_params, z):
 
 def discriminator_step(G, D, opt, d_params, d_opt, g_params, x_real, z):
     """θ_D ← θ_D − update(∂L_D/∂θ_D) on a real batch and a generated one (G fixed)."""
-    x_fake = G.forward(g_params, gan._empty_state(g_params), z)[0]
+    x_fake = G.forward(g_params, gan.empty_state(g_params), z)[0]
     value, dD = gan.discriminator_grads(D, d_params, x_real, x_fake)
     updates, d_opt = opt.update(dD, d_opt, d_params)
     return optax.apply_updates(d_params, updates), d_opt, value
@@ -158,7 +158,7 @@ def train_ring(variant: Variant, seed, steps, batch, z_dim, hidden, log_every):
         n = min(log_every, steps - done)
         carry, (loss_d, loss_g) = chunk(carry, jax.random.fold_in(k_run, done), n)
         done += n
-        samples = np.asarray(G.forward(carry[0], gan._empty_state(carry[0]), z_eval)[0])
+        samples = np.asarray(G.forward(carry[0], gan.empty_state(carry[0]), z_eval)[0])
         m = ring_metrics(samples)
         history["step"].append(done)
         history["loss_d"].append(float(jnp.mean(loss_d)))
@@ -263,7 +263,7 @@ def train_digits(seed, steps, batch=128, z_dim=32, hidden=(256, 256), lr=2e-4, c
         done += n
     g_params = carry[0]
     samples = G.forward(
-        g_params, gan._empty_state(g_params), jax.random.normal(k_eval, (64, z_dim))
+        g_params, gan.empty_state(g_params), jax.random.normal(k_eval, (64, z_dim))
     )[0]
     return {
         "samples": np.asarray(samples),

@@ -98,11 +98,11 @@ def gan_route_case(name: str, which: str) -> Case:
         g_params, d_params = cast(G.init(k_g, (z_dim,))[1]), cast(D.init(k_d, (d,))[1])
         z = cast(rng.normal(size=(batch, z_dim)))
         x_real = cast(rng.normal(size=(size(rng, 1, 5), d)))
-        fake = lambda gp: G.forward(gp, gan._empty_state(gp), z)[0]  # noqa: E731
+        fake = lambda gp: G.forward(gp, gan.empty_state(gp), z)[0]  # noqa: E731
         if which == "generator":
 
             def f(gp):
-                logits = D.forward(d_params, gan._empty_state(d_params), fake(gp))[0]
+                logits = D.forward(d_params, gan.empty_state(d_params), fake(gp))[0]
                 return losses.gan_generator_loss().forward(logits)[0]
 
             def manual_vjp(gp, g):
@@ -114,7 +114,7 @@ def gan_route_case(name: str, which: str) -> Case:
             x_fake = fake(g_params)
 
             def f(dp):
-                state = gan._empty_state(dp)
+                state = gan.empty_state(dp)
                 r, f_ = D.forward(dp, state, x_real)[0], D.forward(dp, state, x_fake)[0]
                 return losses.gan_discriminator_loss().forward((r, f_))[0]
 

@@ -26,7 +26,8 @@ Example:
     >>> _, d_params, _ = D.init(jax.random.key(1), (2,))
     >>> z, x_real = jnp.ones((8, 4)), jnp.zeros((8, 2))
     >>> loss_g, dG = gan.generator_grads(G, D, g_params, d_params, z)
-    >>> loss_d, dD = gan.discriminator_grads(D, d_params, x_real, G.forward(g_params, (), z)[0])
+    >>> x_fake = G.forward(g_params, gan.empty_state(g_params), z)[0]
+    >>> loss_d, dD = gan.discriminator_grads(D, d_params, x_real, x_fake)
     >>> jax.tree.structure(dG) == jax.tree.structure(g_params), float(loss_g) > 0
     (True, True)
 """
@@ -43,7 +44,7 @@ def discriminator_grads(discriminator: Layer, d_params, x_real, x_fake, *, key=N
     """(L_D, ∂L_D/∂θ_D) on a real and a generated batch (both treated as data)."""
     loss = losses.gan_discriminator_loss()
     k_real, k_fake = split_key(key, 2)
-    state = _empty_state(d_params) if d_state is None else d_state
+    state = empty_state(d_params) if d_state is None else d_state
     r, res_r, _ = discriminator.forward(d_params, state, x_real, key=k_real, train=True)
     f, res_f, _ = discriminator.forward(d_params, state, x_fake, key=k_fake, train=True)
     value, loss_res = loss.forward((r, f))
@@ -68,8 +69,8 @@ def generator_grads(
     from this pass is discarded."""
     loss = losses.gan_generator_loss()
     k_g, k_d = split_key(key, 2)
-    g_state = _empty_state(g_params) if g_state is None else g_state
-    d_state = _empty_state(d_params) if d_state is None else d_state
+    g_state = empty_state(g_params) if g_state is None else g_state
+    d_state = empty_state(d_params) if d_state is None else d_state
     x_fake, res_g, _ = generator.forward(g_params, g_state, z, key=k_g, train=True)
     f, res_d, _ = discriminator.forward(d_params, d_state, x_fake, key=k_d, train=True)
     value, loss_res = loss.forward(f)
@@ -79,8 +80,11 @@ def generator_grads(
     return value, dG
 
 
-def _empty_state(params):
-    """The state of a stateless network: () for each layer, nested like `serial`'s params."""
+def empty_state(params):
+    """The state of a stateless network: () for each layer, nested like `serial`'s params.
+
+    (A bare `()` is not that state: `serial` would zip it with its layers and run none.)
+    """
     if isinstance(params, tuple):
-        return tuple(_empty_state(p) for p in params)
+        return tuple(empty_state(p) for p in params)
     return ()

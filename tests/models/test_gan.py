@@ -32,8 +32,8 @@ def test_generator_step_leaves_the_discriminator_bitwise_unchanged():
         not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new_g), jax.tree.leaves(g_params))
     )
     # ... and the discarded gradient was not zero: a combined model would have moved D
-    x_fake, _, _ = G.forward(g_params, gan._empty_state(g_params), z)
-    f, res_d, _ = D.forward(d_params, gan._empty_state(d_params), x_fake)
+    x_fake, _, _ = G.forward(g_params, gan.empty_state(g_params), z)
+    f, res_d, _ = D.forward(d_params, gan.empty_state(d_params), x_fake)
     loss = losses.gan_generator_loss()
     dD, _ = D.backward(d_params, res_d, loss.backward(loss.forward(f)[1]))
     assert max(float(jnp.abs(leaf).max()) for leaf in jax.tree.leaves(dD)) > 1e-4
@@ -44,8 +44,8 @@ def test_generator_gradient_is_the_gradient_in_g_only():
     z = jax.random.normal(jax.random.key(2), (8, 4))
 
     def loss_of(gp, dp):
-        x = G.forward(gp, gan._empty_state(gp), z)[0]
-        return losses.gan_generator_loss().forward(D.forward(dp, gan._empty_state(dp), x)[0])[0]
+        x = G.forward(gp, gan.empty_state(gp), z)[0]
+        return losses.gan_generator_loss().forward(D.forward(dp, gan.empty_state(dp), x)[0])[0]
 
     value, dG = gan.generator_grads(G, D, g_params, d_params, z)
     ref = jax.grad(loss_of)(g_params, d_params)
