@@ -191,6 +191,7 @@ def ring_summary(runs):
     for key, rs in runs.items():
         modes = [r["modes"] for r in rs]
         hq = [r["high_quality"] for r in rs]
+        late = [h for r in rs for h in _second_half(r["history"]["modes"])]
         out[key] = {
             "variant": VARIANTS[key].name,
             "modes_per_seed": modes,
@@ -198,9 +199,16 @@ def ring_summary(runs):
             "seeds_with_all_8_modes": int(sum(m == MODES for m in modes)),
             "mean_modes": float(np.mean(modes)),
             "mean_high_quality": float(np.mean(hq)),
+            "early_modes_per_seed": [r["history"]["modes"][0] for r in rs],
+            "late_checkpoints_with_8_modes": float(np.mean([m == MODES for m in late])),
             "seconds_per_seed": [r["seconds"] for r in rs],
+            "history": [r["history"] for r in rs],
         }
     return out
+
+
+def _second_half(values):
+    return values[len(values) // 2 :]
 
 
 def ring_figures(runs, out):
@@ -359,6 +367,14 @@ def report(args, summary, figures):
                 "value": round(100 * s["mean_high_quality"], 1),
                 "reference": "≥ 70 % (issue target)" if stabilized else None,
                 "ok": None if not stabilized else bool(s["mean_high_quality"] >= 0.7),
+            }
+        )
+        headline.append(
+            {
+                "metric": f"{s['variant']}: second-half checkpoints with 8/8 modes (%)",
+                "value": round(100 * s["late_checkpoints_with_8_modes"], 1),
+                "reference": None,
+                "ok": None,
             }
         )
     full = not args.quick and args.seeds >= 5

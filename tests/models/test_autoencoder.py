@@ -69,9 +69,3 @@ def test_iwae_chunk_must_divide_k():
     _, params, state = vae.init(jax.random.key(0), (10,))
     with pytest.raises(ValueError, match="multiple of chunk"):
         ae.iwae_bound(enc, dec, params, state, jnp.ones((2, 10)), jax.random.key(0), k=150)
-
-
-def test_autoencoder_is_encoder_then_decoder():
-    model = ae.Autoencoder(jaxbp.Dense(3), jaxbp.Dense(10))
-    out_shape, params, _ = model.init(jax.random.key(0), (10,))
-    assert out_shape == (10,) and len(params) == 2
