@@ -1,7 +1,11 @@
 """The autoencoder, VAE and GAN experiments run end to end at a tiny size and write their
-reports."""
+reports. The VAE and GAN runs are `slow` (≈ 20 s CPU each, mostly compilation); their pieces
+(training loops, networks, the generator step, Pack) are tested in tests/models/, and `make demo`
+runs both at --quick."""
 
 import json
+
+import pytest
 
 from experiments import autoencoder, gan, vae
 
@@ -20,6 +24,7 @@ def test_autoencoder_runs(tmp_path):
     assert _report(tmp_path / "autoencoder.json")["command"] == "python -m experiments.autoencoder"
 
 
+@pytest.mark.slow
 def test_vae_runs(tmp_path):
     argv = ["--quick", "--epochs", "1", "--hidden", "16", "--ks", "1", "10"]
     result = vae.main([*argv, "--out", str(tmp_path)])
@@ -27,6 +32,7 @@ def test_vae_runs(tmp_path):
     assert len(_report(tmp_path / "vae.json")["figures"]) == 3
 
 
+@pytest.mark.slow
 def test_gan_runs(tmp_path):
     argv = ["--quick", "--steps", "20", "--log-every", "20", "--digit-steps", "10"]
     result = gan.main([*argv, "--variants", "packed", "--out", str(tmp_path)])
