@@ -29,6 +29,9 @@ EXPERIMENTS = [
     "experiments.adding_problem",
     "experiments.exploding_gradients",
     "experiments.scaling",
+    "experiments.autoencoder",
+    "experiments.vae",
+    "experiments.gan",
 ]
 
 

@@ -194,3 +194,175 @@ def multi_task(*losses: Loss, weights=None) -> Loss:
         return tuple(loss.backward(r, g * w) for loss, r, w in zip(losses, residuals, weights))
 
     return Loss(forward, backward, name)
+
+
+# ------------------------------------------------------------ generative models (VAE, GAN)
+#
+# Sums over latents/pixels and means over the batch accumulate in float32 when the inputs are
+# half precision (bfloat16, float16); the value is returned in the input's dtype.
+
+
+def _accumulator(x):
+    """float32 for half-precision inputs, the input's own dtype otherwise."""
+    dtype = jnp.result_type(x)
+    return jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
+
+
+def _sum(terms):
+    return jnp.sum(terms, dtype=_accumulator(terms))
+
+
+def _check_no_target(name, target):
+    if target is not None:
+        raise TypeError(f"{name}: takes no target (pass None), got {type(target).__name__}")
+
+
+def _check_batch(name, x, what):
+    check_float_input(name, x)
+    if jnp.ndim(x) < 2:
+        raise ValueError(f"{name}: expected {what} of shape (batch, ...), got {jnp.shape(x)}")
+
+
+class GaussianKLResiduals(NamedTuple):
+    mu: jax.Array  # μ, (n, ..., d)
+    logvar: jax.Array  # log σ², (n, ..., d)
+
+
+def gaussian_kl_terms(mu, logvar):
+    """Elementwise KL(N(μ, σ²) ‖ N(0, 1)) = ½ (μ² + σ² − 1 − log σ²), σ² = exp(log σ²)."""
+    return 0.5 * (mu * mu + jnp.exp(logvar) - 1.0 - logvar)
+
+
+def gaussian_kl() -> Loss:
+    """L = 1/n Σᵢ KL(N(μᵢ, diag σᵢ²) ‖ N(0, I)) = 1/n Σᵢ Σ_j ½ (μ² + σ² − 1 − log σ²)_ij.
+
+    `pred` is h = [μ, log σ²] on the last axis (n, ..., 2d), an encoder's output; `target` must
+    be None (the prior has no data). The gradient, written from the formula:
+
+        ∂L/∂μ = μ / n,      ∂L/∂log σ² = ½ (σ² − 1) / n
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxbp import losses
+        >>> kl = losses.gaussian_kl()
+        >>> value, res = kl.forward(jnp.array([[1.0, 0.0]]), None)   # μ = 1, σ = 1
+        >>> float(value), kl.backward(res).tolist()
+        (0.5, [[1.0, 0.0]])
+    """
+    name = "gaussian_kl"
+
+    def forward(h, target=None):
+        _check_no_target(name, target)
+        _check_batch(name, h, "h = [μ, log σ²]")
+        if h.shape[-1] % 2:
+            raise ValueError(f"{name}: h = [μ, log σ²] needs an even last axis, got {h.shape}")
+        d = h.shape[-1] // 2
+        mu, logvar = h[..., :d], h[..., d:]
+        value = _sum(gaussian_kl_terms(mu, logvar)) / h.shape[0]
+        return value.astype(h.dtype), GaussianKLResiduals(mu, logvar)
+
+    def backward(residuals, g=1.0):
+        mu, logvar = residuals
+        scale = g / mu.shape[0]
+        dmu = scale * mu  # ∂/∂μ of ½ μ²
+        dlogvar = (0.5 * scale) * jnp.expm1(logvar)  # ∂/∂log σ² of ½ (σ² − log σ²)
+        return jnp.concatenate([dmu, dlogvar], axis=-1).astype(mu.dtype)
+
+    return Loss(forward, backward, name)
+
+
+def bernoulli_log_prob(logits, x):
+    """log p(x | logits) = Σ_k [x z − softplus(z)] per example (every axis after the first).
+
+    The Bernoulli log-likelihood from logits z, for x in [0, 1] (grey pixels included, as a VAE
+    on [0, 1] images uses it); finite for any z. Returns shape (n,).
+    """
+    terms = x * logits - softplus(logits)
+    return jnp.sum(terms.reshape(terms.shape[0], -1), axis=-1, dtype=_accumulator(terms))
+
+
+def bernoulli_nll() -> Loss:
+    """L = −1/n Σᵢ log p(xᵢ | zᵢ) = 1/n Σᵢ Σ_k [softplus(z) − x z]_ik, nats per example.
+
+    The negative Bernoulli log-likelihood from logits z (summed over the pixels, averaged over the
+    batch — the reconstruction term of a VAE's ELBO). ∂L/∂z = (σ(z) − x) / n.
+    `sigmoid_binary_cross_entropy` is the same per element, averaged over every element.
+    """
+    name = "bernoulli_nll"
+
+    def forward(logits, target):
+        _check_same_shape(name, logits, target)
+        t = target.astype(logits.dtype)
+        value = -jnp.sum(bernoulli_log_prob(logits, t)) / logits.shape[0]
+        return value.astype(logits.dtype), BinaryCrossEntropyResiduals(logits, t)
+
+    def backward(residuals, g=1.0):
+        z, t = residuals
+        return ((g / z.shape[0]) * (sigmoid(z) - t)).astype(z.dtype)
+
+    return Loss(forward, backward, name)
+
+
+class GANResiduals(NamedTuple):
+    real: jax.Array | None  # discriminator logits on real data, (n, 1); None in the G loss
+    fake: jax.Array  # discriminator logits on generated data, (m, 1)
+
+
+def gan_discriminator_loss() -> Loss:
+    """The discriminator's cross-entropy: real data labelled 1, generated data labelled 0.
+
+        L_D = −1/n Σᵢ log σ(rᵢ) − 1/m Σ_j log(1 − σ(f_j))
+            =  1/n Σᵢ softplus(−rᵢ) + 1/m Σ_j softplus(f_j)
+
+    `pred` is the pair (r, f) of logits on a real and a generated batch; `target` must be None.
+    ∂L/∂r = −σ(−r)/n = (σ(r) − 1)/n and ∂L/∂f = σ(f)/m; backward returns the pair.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxbp import losses
+        >>> loss = losses.gan_discriminator_loss()
+        >>> value, res = loss.forward((jnp.zeros((2, 1)), jnp.zeros((4, 1))), None)
+        >>> round(float(value), 4), [d.shape for d in loss.backward(res)]   # 2 log 2
+        (1.3863, [(2, 1), (4, 1)])
+    """
+    name = "gan_discriminator_loss"
+
+    def forward(pred, target=None):
+        _check_no_target(name, target)
+        if not isinstance(pred, tuple | list) or len(pred) != 2:
+            raise TypeError(f"{name}: pred must be the pair (real_logits, fake_logits)")
+        real, fake = pred
+        _check_batch(name, real, "real logits")
+        _check_batch(name, fake, "fake logits")
+        value = _sum(softplus(-real)) / real.shape[0] + _sum(softplus(fake)) / fake.shape[0]
+        return value.astype(real.dtype), GANResiduals(real, fake)
+
+    def backward(residuals, g=1.0):
+        real, fake = residuals
+        dreal = (g / real.shape[0]) * -sigmoid(-real)  # ∂/∂r softplus(−r) = −σ(−r)
+        dfake = (g / fake.shape[0]) * sigmoid(fake)  # ∂/∂f softplus(f) = σ(f)
+        return dreal.astype(real.dtype), dfake.astype(fake.dtype)
+
+    return Loss(forward, backward, name)
+
+
+def gan_generator_loss() -> Loss:
+    """The non-saturating generator loss L_G = −1/m Σ_j log σ(f_j) = 1/m Σ_j softplus(−f_j).
+
+    `pred` is the discriminator's logits f on generated data (m, 1); `target` must be None.
+    ∂L/∂f = −σ(−f)/m: it stays near −1/m where D rejects the samples (f ≪ 0), where the
+    minimax form log(1 − σ(f)) would have a vanishing gradient σ(f)/m.
+    """
+    name = "gan_generator_loss"
+
+    def forward(fake, target=None):
+        _check_no_target(name, target)
+        _check_batch(name, fake, "fake logits")
+        value = _sum(softplus(-fake)) / fake.shape[0]
+        return value.astype(fake.dtype), GANResiduals(None, fake)
+
+    def backward(residuals, g=1.0):
+        fake = residuals.fake
+        return ((g / fake.shape[0]) * -sigmoid(-fake)).astype(fake.dtype)
+
+    return Loss(forward, backward, name)

@@ -1,10 +1,11 @@
 """Layer families, one module each: ops (init/forward/backward) and their Layer constructors."""
 
-from jaxbp.layers import conv, dense, dropout, embedding, norm, pool, recurrent
+from jaxbp.layers import conv, dense, dropout, embedding, latent, norm, pool, recurrent
 from jaxbp.layers.conv import Conv1D, Conv2D
 from jaxbp.layers.dense import Dense
 from jaxbp.layers.dropout import Dropout
 from jaxbp.layers.embedding import Embedding
+from jaxbp.layers.latent import GaussianSample
 from jaxbp.layers.norm import BatchNorm, LayerNorm
 from jaxbp.layers.pool import (
     AvgPool1D,
@@ -31,6 +32,7 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GaussianSample",
     "GlobalAvgPool",
     "LayerNorm",
     "MaxPool1D",
@@ -40,6 +42,7 @@ __all__ = [
     "dense",
     "dropout",
     "embedding",
+    "latent",
     "norm",
     "pool",
     "recurrent",
