@@ -382,15 +382,60 @@ def fit(
     - Speed: `steps_per_call=K` runs K steps per compiled call (`eval_every`, `log_every` and
       `checkpoint_every` must then be multiples of K).
     """
-    x_train, y_train = (np.asarray(a) for a in train_data)
-    n = len(x_train)
-    if len(y_train) != n:
-        raise ValueError(f"fit: x has {n} rows but y has {len(y_train)}")
-    if batch_size > n:
-        raise ValueError(f"fit: batch_size={batch_size} is larger than the {n} training rows")
-    k = steps_per_call
+    x_train, y_train = _training_arrays(train_data, batch_size)
+    plan = _plan(
+        steps,
+        steps_per_call,
+        log_every,
+        eval_data is not None,
+        eval_every,
+        checkpoint_dir,
+        checkpoint_every,
+        history_path,
+    )
+    init_key, data_key = jax.random.split(key)
+    state = init_train_state(model, optimizer, init_key, x_train.shape[1:], dtype)
+    float_dtype = _params_dtype(state.params)
+    x_train = _as_float(x_train, float_dtype)
+    config = {"batch_size": batch_size, "steps_per_call": steps_per_call, "n_train": len(x_train)}
+    state, data_key, history = _restore(checkpoint_dir, resume, state, data_key, config)
+
+    run = _cached(_compiled_run, model, loss, optimizer, clip_norm, clip_value)
+    session = _FitSession(
+        state=state,
+        history=history,
+        data_key=data_key,
+        plan=plan,
+        config=config,
+        keep=keep,
+        callback=callback,
+        evaluator=_Evaluator.make(
+            model, loss, metric, metric_name, eval_data, eval_batch_size, float_dtype
+        ),
+    )
+    session.train(run, x_train, y_train, batch_size, steps, progress)
+    state = session.state
+    return FitResult(state.params, state.model_state, state, session.step, session.history)
+
+
+class _Plan(NamedTuple):
+    """fit's schedule: steps per call, how often to log/evaluate/checkpoint, and where."""
+
+    steps_per_call: int
+    log_every: int
+    eval_every: int | None
+    checkpoint_dir: Any
+    checkpoint_every: int | None
+    history_path: Path | None
+
+
+def _plan(
+    steps, k, log_every, has_eval, eval_every, checkpoint_dir, checkpoint_every, history_path
+) -> _Plan:
+    """Fill in fit's defaults (log ≈ every steps/100, eval and checkpoint every 10 logs) and
+    check that every period is a multiple of steps_per_call."""
     log_every = log_every or max(k, (max(steps // 100, 1) + k - 1) // k * k)
-    if eval_data is not None and eval_every is None:
+    if has_eval and eval_every is None:
         eval_every = log_every * 10
     for name, value in [
         ("log_every", log_every),
@@ -402,57 +447,143 @@ def fit(
         checkpoint_every = log_every * 10
     if history_path is None and checkpoint_dir is not None:
         history_path = Path(checkpoint_dir) / "history.json"
+    history_path = None if history_path is None else Path(history_path)
+    return _Plan(k, log_every, eval_every, checkpoint_dir, checkpoint_every, history_path)
 
-    init_key, data_key = jax.random.split(key)
-    state = init_train_state(model, optimizer, init_key, x_train.shape[1:], dtype)
-    float_dtype = jax.tree.leaves(state.params)[0].dtype if jax.tree.leaves(state.params) else None
-    if float_dtype is not None and jnp.issubdtype(x_train.dtype, jnp.floating):
-        x_train = x_train.astype(float_dtype)
-    history = {"train": [], "eval": []}
-    config = {"batch_size": batch_size, "steps_per_call": k, "n_train": n}
 
-    # resume from the newest checkpoint, verified against the fresh state's structure
+def _training_arrays(train_data, batch_size):
+    x_train, y_train = (np.asarray(a) for a in train_data)
+    n = len(x_train)
+    if len(y_train) != n:
+        raise ValueError(f"fit: x has {n} rows but y has {len(y_train)}")
+    if batch_size > n:
+        raise ValueError(f"fit: batch_size={batch_size} is larger than the {n} training rows")
+    return x_train, y_train
+
+
+def _params_dtype(params):
+    leaves = jax.tree.leaves(params)
+    return leaves[0].dtype if leaves else None
+
+
+def _as_float(x, float_dtype):
+    """Floating-point inputs in the parameters' dtype; integer inputs (ids) unchanged."""
+    x = np.asarray(x)
+    if float_dtype is not None and jnp.issubdtype(x.dtype, jnp.floating):
+        return x.astype(float_dtype)
+    return x
+
+
+def _restore(checkpoint_dir, resume, state, data_key, config):
+    """(state, data_key, history) from the newest checkpoint, verified against the fresh
+    state's structure and fit's batch config; the fresh ones when there is none."""
     found = ckpt.latest(checkpoint_dir) if (checkpoint_dir is not None and resume) else None
-    if found is not None:
-        tree, meta = ckpt.load(found, like={"train_state": state, "data_key": data_key})
-        for name, value in config.items():
-            if meta["config"].get(name) != value:
-                raise ckpt.CheckpointError(
-                    f"fit: checkpoint {found} was made with {name}={meta['config'].get(name)}, "
-                    f"this run has {name}={value}; resuming would change the batches"
-                )
-        state, data_key, history = tree["train_state"], tree["data_key"], meta["history"]
-    start = int(state.step)
+    if found is None:
+        return state, data_key, {"train": [], "eval": []}
+    tree, meta = ckpt.load(found, like={"train_state": state, "data_key": data_key})
+    for name, value in config.items():
+        if meta["config"].get(name) != value:
+            raise ckpt.CheckpointError(
+                f"fit: checkpoint {found} was made with {name}={meta['config'].get(name)}, "
+                f"this run has {name}={value}; resuming would change the batches"
+            )
+    return tree["train_state"], tree["data_key"], meta["history"]
 
-    run = _cached(_compiled_run, model, loss, optimizer, clip_norm, clip_value)
-    x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
-    eval_step = (
-        _cached(_compiled_eval, model, loss, metric, metric_name) if eval_data is not None else None
-    )
 
-    def do_eval(step):
+class _Evaluator(NamedTuple):
+    """fit's evaluation on the held-out set: the compiled step and the data."""
+
+    step: Callable
+    x: np.ndarray
+    y: np.ndarray
+    batch_size: int
+    metric_name: str | None  # None: the progress bar shows the evaluation loss
+
+    @classmethod
+    def make(cls, model, loss, metric, metric_name, eval_data, batch_size, float_dtype):
+        if eval_data is None:
+            return None
+        step = _cached(_compiled_eval, model, loss, metric, metric_name)
         ex, ey = eval_data
-        ex = np.asarray(ex)
-        if float_dtype is not None and jnp.issubdtype(ex.dtype, jnp.floating):
-            ex = ex.astype(float_dtype)
-        record = {
-            "step": step,
-            **_evaluate(
-                eval_step, state.params, state.model_state, ex, np.asarray(ey), eval_batch_size
-            ),
-        }
-        history["eval"].append(record)
-        return record
+        name = metric_name if metric is not None else None
+        return cls(step, _as_float(ex, float_dtype), np.asarray(ey), batch_size, name)
 
-    def check_health():
+    def __call__(self, state: TrainState, step: int) -> dict:
+        metrics = _evaluate(
+            self.step, state.params, state.model_state, self.x, self.y, self.batch_size
+        )
+        return {"step": step, **metrics}
+
+
+class _FitSession:
+    """The mutable side of `fit`: the training state, the history, and what to do at each
+    logging, evaluation and checkpoint step."""
+
+    def __init__(self, *, state, history, data_key, plan, config, keep, callback, evaluator):
+        self.state, self.history, self.data_key = state, history, data_key
+        self.plan, self.config, self.keep = plan, config, keep
+        self.callback, self.evaluator = callback, evaluator
+        self.step = int(state.step)
+        self.postfix = {}
+
+    def train(self, run, x_train, y_train, batch_size, steps, progress):
+        """The loop: K steps per compiled call, then whatever this step is due for."""
+        plan = self.plan
+        bar = _progress_bar(progress, steps, self.step)
+        batches = _Batches(self.data_key, len(x_train), batch_size)
+        x_dev, y_dev = jnp.asarray(x_train), jnp.asarray(y_train)
+        pending, self.t0 = [], time.perf_counter()
+        try:
+            while self.step < steps:
+                count = min(plan.steps_per_call, steps - self.step)
+                stream, start_row = batches.window(self.step, count)
+                self.state, losses = run(self.state, x_dev, y_dev, stream, start_row, count=count)
+                pending.append(losses)
+                self.step += count
+                bar.update(count)
+                done = self.step >= steps
+                eval_now = self.evaluator is not None and (done or self.step % plan.eval_every == 0)
+                if done or eval_now or self.step % plan.log_every == 0:
+                    self.log(pending, eval_now, bar)
+                    pending = []
+                save_now = plan.checkpoint_dir is not None and (
+                    done or self.step % plan.checkpoint_every == 0
+                )
+                if save_now:
+                    self.check_health()
+                    self.save_checkpoint()
+                if done or eval_now or save_now:
+                    self.write_history()
+        finally:
+            bar.close()
+
+    def log(self, pending, eval_now, bar):
+        """Record the mean training loss since the last log (one transfer) and evaluate."""
+        self.check_health()
+        mean_loss = float(jnp.mean(jnp.concatenate(pending)))
+        record = {"step": self.step, "loss": mean_loss, "time": time.perf_counter() - self.t0}
+        self.history["train"].append(record)
+        self.postfix["loss"] = f"{mean_loss:.4g}"
+        if eval_now:
+            ev = self.evaluator(self.state, self.step)
+            self.history["eval"].append(ev)
+            name = self.evaluator.metric_name
+            self.postfix[name or "eval_loss"] = f"{ev.get(name, ev['loss']):.4g}"
+        bar.set_postfix(self.postfix, refresh=False)
+        if self.callback is not None:
+            self.callback(self.step, record)
+
+    def check_health(self):
+        """Raise DivergenceError when the divergence guard has frozen the state."""
+        state = self.state
         if bool(state.health.ok):
             return
         bad_step = int(state.health.bad_step)
         leaf = _leaf_name(state.params, int(state.health.bad_leaf))
         value = float(state.health.bad_loss)
-        last = ckpt.latest(checkpoint_dir) if checkpoint_dir is not None else None
-        if history_path is not None:
-            _write_json_atomic(Path(history_path), history)
+        plan = self.plan
+        last = ckpt.latest(plan.checkpoint_dir) if plan.checkpoint_dir is not None else None
+        self.write_history()
         raise DivergenceError(
             f"fit: training diverged at step {bad_step}: loss = {value}, first non-finite "
             f"gradient leaf: {leaf}. The state is frozen at step {bad_step} (last good); "
@@ -461,57 +592,22 @@ def fit(
             step=bad_step,
             leaf=leaf,
             loss=value,
-            history=history,
+            history=self.history,
             train_state=state,
         )
 
-    def save_checkpoint(step):
+    def save_checkpoint(self):
         ckpt.save(
-            checkpoint_dir,
-            step,
-            {"train_state": state, "data_key": data_key},
-            metadata={"history": history, "config": config},
-            keep=keep,
+            self.plan.checkpoint_dir,
+            self.step,
+            {"train_state": self.state, "data_key": self.data_key},
+            metadata={"history": self.history, "config": self.config},
+            keep=self.keep,
         )
 
-    bar = _progress_bar(progress, steps, start)
-    batches, pending, t0 = _Batches(data_key, n, batch_size), [], time.perf_counter()
-    postfix = {}
-    step = start
-    try:
-        while step < steps:
-            count = min(k, steps - step)
-            stream, start_row = batches.window(step, count)
-            state, losses = run(state, x_dev, y_dev, stream, start_row, count=count)
-            pending.append(losses)
-            step += count
-            bar.update(count)
-            done = step >= steps
-            eval_now = eval_step is not None and (done or step % eval_every == 0)
-            if done or eval_now or step % log_every == 0:
-                check_health()
-                mean_loss = float(jnp.mean(jnp.concatenate(pending)))  # one transfer
-                pending = []
-                record = {"step": step, "loss": mean_loss, "time": time.perf_counter() - t0}
-                history["train"].append(record)
-                postfix["loss"] = f"{mean_loss:.4g}"
-                if eval_now:
-                    ev = do_eval(step)
-                    postfix[metric_name if metric is not None else "eval_loss"] = (
-                        f"{ev.get(metric_name, ev['loss']):.4g}"
-                    )
-                bar.set_postfix(postfix, refresh=False)
-                if callback is not None:
-                    callback(step, record)
-            save_now = checkpoint_dir is not None and (done or step % checkpoint_every == 0)
-            if save_now:
-                check_health()
-                save_checkpoint(step)
-            if history_path is not None and (done or eval_now or save_now):
-                _write_json_atomic(Path(history_path), history)
-    finally:
-        bar.close()
-    return FitResult(state.params, state.model_state, state, step, history)
+    def write_history(self):
+        if self.plan.history_path is not None:
+            _write_json_atomic(self.plan.history_path, self.history)
 
 
 def _cached(fn, *args):
