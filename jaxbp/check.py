@@ -413,7 +413,8 @@ def check_layer(
             {"x": floats, "mask": bools}: only its float leaves are differentiated).
         params, state: use these instead of `layer.init`'s.
         train: passed to forward (dropout, batch norm).
-        dtype: float64 (default; enables x64 for the check) or float32.
+        dtype: float64 (default; enables x64 for the check), float32, or bfloat16/float16
+            (judged against the float64 truth relative to jax.vjp's own error in that dtype).
         jit: run the manual forward+backward under `jax.jit`.
         **kwargs: passed to `check_vjp` (rtol, fd_points, fd_eps, raise_on_fail, ...).
     Returns:
@@ -523,7 +524,8 @@ def check_model(
 
 
 def assert_layer_correct(layer: Layer, in_shape, **kwargs) -> None:
-    """Pytest helper: check `layer` in float64 with and without jit and in float32 under jit.
+    """Pytest helper: check `layer` in float64 with and without jit, and in float32, bfloat16
+    and float16 under jit.
 
     Raises GradientCheckError (an AssertionError) with the failing report. Use it in your own
     test suite::
@@ -533,7 +535,8 @@ def assert_layer_correct(layer: Layer, in_shape, **kwargs) -> None:
     """
     check_layer(layer, in_shape, jit=False, **kwargs)
     check_layer(layer, in_shape, jit=True, **kwargs)
-    check_layer(layer, in_shape, jit=True, dtype=jnp.float32, **{**kwargs, "finite_diff": False})
+    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+        check_layer(layer, in_shape, jit=True, dtype=dtype, **{**kwargs, "finite_diff": False})
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -558,7 +561,7 @@ def main(argv=None) -> int:
     cases = [c for c in CASES if args.k.lower() in c.name.lower()]
     header = (
         f"{'case':<34} {'kind':<6} {'vjp rel err':>11} {'fd rel err':>10} "
-        f"{'f32 jit rel':>11} {'time s':>7}  result"
+        f"{'f32 jit rel':>11} {'bf16 manual/vjp':>17} {'f16 manual/vjp':>17} {'time s':>7}  result"
     )
     print(header)
     print("-" * len(header))
@@ -571,6 +574,8 @@ def main(argv=None) -> int:
             ("f64", jnp.float64, False),
             ("f64jit", jnp.float64, True),
             ("f32", jnp.float32, True),
+            ("bf16", jnp.bfloat16, True),
+            ("f16", jnp.float16, True),
         ):
             try:
                 report = run_case(
@@ -590,20 +595,35 @@ def main(argv=None) -> int:
                 break
         errs = {k: r.max_rel_err for k, r in row.items()}
         vjp = max(
-            (e.get("jax.vjp", math.nan) for k, e in errs.items() if k != "f32"), default=math.nan
+            (e.get("jax.vjp", math.nan) for k, e in errs.items() if k.startswith("f64")),
+            default=math.nan,
         )
         fd = errs.get("f64", {}).get("finite diff", math.nan)
         f32 = errs.get("f32", {}).get("jax.vjp", math.nan)
+        half = [_half_errors(row.get(label)) for label in ("bf16", "f16")]
         print(
             f"{case.name:<34} {case.kind:<6} {vjp:11.2e} {fd:10.2e} {f32:11.2e} "
-            f"{time.perf_counter() - t0:7.2f}  {status}",
+            f"{half[0]:>17} {half[1]:>17} {time.perf_counter() - t0:7.2f}  {status}",
             flush=True,
         )
         failures += status != "ok"
     print("-" * len(header))
     print(f"tolerances: vjp {VJP_RTOL:.0e} (f64), finite diff {FD_RTOL:.0e}, f32 {F32_RTOL:.0e}")
+    print(
+        "bf16/f16: manual and jax.vjp rel err vs the float64 truth; pass: manual ≤ 2 × vjp + "
+        f"{HALF_ULPS} ulps"
+    )
     print(f"{len(cases) - failures} passed, {failures} failed")
     return 1 if failures else 0
+
+
+def _half_errors(report) -> str:
+    """'manual/vjp' largest relative errors vs the float64 truth, for the CLI table."""
+    if report is None or not report.results:
+        return "-"
+    manual = max(r.rel_err for r in report.results)
+    vjp = max(r.autodiff_err or 0.0 for r in report.results)
+    return f"{manual:.1e}/{vjp:.1e}"
 
 
 if __name__ == "__main__":

@@ -487,7 +487,8 @@ def fit(
       `checkpoint_every` must then be multiples of K).
     - Mixed precision: `compute_dtype=jnp.bfloat16` or `jnp.float16` runs the forward, the
       backward and the evaluation in that dtype on float32 master weights (see
-      `make_train_step`). float16 uses dynamic loss scaling by default (`loss_scale=None`;
+      `make_train_step`; the master weights are float32 unless `dtype` says otherwise).
+      float16 uses dynamic loss scaling by default (`loss_scale=None`;
       pass False to turn it off, or a `precision.dynamic_loss_scale(...)`); the log records
       then carry the current `loss_scale` and the number of `skipped` (overflowed) steps so
       far, and the scale's state is saved in and resumed from the checkpoints.
@@ -505,6 +506,8 @@ def fit(
     )
     init_key, data_key = jax.random.split(key)
     scaler = resolve_loss_scale(compute_dtype, loss_scale)
+    if compute_dtype is not None and dtype is None:
+        dtype = jnp.float32  # the master weights
     state = init_train_state(model, optimizer, init_key, x_train.shape[1:], dtype, scaler)
     float_dtype = _params_dtype(state.params)
     x_train = _as_float(x_train, float_dtype)

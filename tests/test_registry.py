@@ -1,7 +1,10 @@
 """Every registered layer, loss and model against jax.vjp and finite differences.
 
-Per case: float64 without jit (vjp ≤ 1e-10 and finite differences), float64 under jit, and
-float32 under jit; shapes, hyperparameters and the batch size (1 included) come from hypothesis.
+Per case: float64 without jit (vjp ≤ 1e-10 and finite differences), float64 under jit,
+float32 under jit, and bfloat16 and float16 under jit (manual error vs the float64 truth
+≤ 2 × jax.vjp's + 2 ulps; half precision outside jit runs in tests/test_check.py on a sample,
+to keep the suite's time); shapes, hyperparameters and the batch size (1 included) come from
+hypothesis.
 """
 
 import jax.numpy as jnp
@@ -17,6 +20,8 @@ MODES = {
     "f64": dict(dtype=jnp.float64, jit=False, finite_diff=True),
     "f64-jit": dict(dtype=jnp.float64, jit=True, finite_diff=False),
     "f32-jit": dict(dtype=jnp.float32, jit=True, finite_diff=False),
+    "bf16-jit": dict(dtype=jnp.bfloat16, jit=True, finite_diff=False),
+    "f16-jit": dict(dtype=jnp.float16, jit=True, finite_diff=False),
 }
 
 SETTINGS = settings(
