@@ -15,7 +15,7 @@ Full size (the README table):
 
     python -m experiments.mixed_precision          # CNN 3000 steps, MLP 2000 steps, 3 seeds
 
-`--quick` (make demo): 1 seed, 300 steps each.
+`--quick` (make demo): 1 seed, 200 steps each.
 """
 
 from __future__ import annotations
@@ -40,23 +40,46 @@ PRECISIONS = {  # label -> (compute dtype, loss scaling)
     "float16 (no scaling)": (jnp.float16, False),
 }
 LOSS = losses.softmax_cross_entropy()
+SMALL = 2.0**-16  # the small-gradient regime: the loss multiplied by 2⁻¹⁶
+SMALL_RUNS = ("float32", "float16+scaling", "float16 (no scaling)")
 
 
-def tasks(quick: bool) -> dict:
+def scaled(loss: losses.Loss, c: float) -> losses.Loss:
+    """c · loss. Adam is invariant to the loss's scale (up to its ε), so in float32 this trains
+    like the loss itself; in float16 every gradient is c times smaller, as in a deep or a
+    nearly converged network, and without loss scaling most of them round to zero."""
+
+    def forward(pred, y):
+        value, residuals = loss.forward(pred, y)
+        return c * value, residuals
+
+    def backward(residuals, g=1.0):
+        return loss.backward(residuals, c * g)
+
+    return losses.Loss(forward, backward, f"{c:g}·{loss.name}")
+
+
+def tasks(quick: bool, cnn_steps=None, mlp_steps=None) -> dict:
     """name -> (model builder, data, optimizer lr, batch, steps)."""
     d = datasets.digits(seed=0)
     return {
-        "MNIST-1D CNN": (m1d.cnn, datasets.mnist1d(), 1e-2, 100, 300 if quick else 3000),
-        "digits MLP": (digits_mlp.build, d, 1e-3, 32, 300 if quick else 2000),
+        "MNIST-1D CNN": (
+            m1d.cnn,
+            datasets.mnist1d(),
+            1e-2,
+            100,
+            cnn_steps or (200 if quick else 3000),
+        ),
+        "digits MLP": (digits_mlp.build, d, 1e-3, 32, mlp_steps or (200 if quick else 2000)),
     }
 
 
-def run(model, data, lr, batch, steps, seed, precision_label):
+def run(model, data, lr, batch, steps, seed, precision_label, loss=LOSS):
     compute_dtype, scaling = PRECISIONS[precision_label]
     t0 = time.perf_counter()
     result = train.fit(
         model,
-        LOSS,
+        loss,
         optim.adam(lr),
         (data["x_train"], data["y_train"]),
         key=jax.random.key(seed),
@@ -80,14 +103,14 @@ def run(model, data, lr, batch, steps, seed, precision_label):
     }
 
 
-def underflow(model, params, model_state, x, y) -> dict:
+def underflow(model, params, model_state, x, y, loss=LOSS) -> dict:
     """Per parameter leaf: the fraction of gradient entries non-zero in float32 and exactly 0
     in float16 (no loss scaling), and the same with the default dynamic scale S = 2¹⁵."""
-    grad_fn = jax.jit(loss_and_grad(model, LOSS, train=False))
+    grad_fn = jax.jit(loss_and_grad(model, loss, train=False))
     _, g32, _ = grad_fn(params, model_state, x, y)
     to16 = lambda t: precision.cast_floats(t, jnp.float16)
     _, g16, _ = grad_fn(to16(params), to16(model_state), to16(x), y)
-    scaled = _scaled_grads(model, to16(params), to16(model_state), to16(x), y, 2.0**15)
+    scaled = _scaled_grads(model, loss, to16(params), to16(model_state), to16(x), y, 2.0**15)
     out = {}
     paths = jax.tree_util.tree_flatten_with_path(g32)[0]
     for (path, a), b, c in zip(paths, jax.tree.leaves(g16), jax.tree.leaves(scaled)):
@@ -101,10 +124,10 @@ def underflow(model, params, model_state, x, y) -> dict:
     return out
 
 
-def _scaled_grads(model, params, model_state, x, y, scale):
+def _scaled_grads(model, loss, params, model_state, x, y, scale):
     pred, residuals, _ = model.forward(params, model_state, x, train=False)
-    _, loss_residuals = LOSS.forward(pred, y)
-    dpred = LOSS.backward(loss_residuals, jnp.float32(scale)).astype(pred.dtype)
+    _, loss_residuals = loss.forward(pred, y)
+    dpred = loss.backward(loss_residuals, jnp.float32(scale)).astype(pred.dtype)
     grads, _ = model.backward(params, residuals, dpred)
     return grads
 
@@ -135,11 +158,15 @@ def step_times(model, data, lr, batch, rounds: int = 5, repeat: int = 10) -> dic
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--cnn-steps", type=int, default=None)
+    p.add_argument("--mlp-steps", type=int, default=None)
     args = p.parse_args(argv)
     seeds = list(range(args.seed, args.seed + (args.seeds or (1 if args.quick else 3))))
     out = common.out_dir(args)
     results = {}
-    for name, (build, data, lr, batch, steps) in tasks(args.quick).items():
+    for name, (build, data, lr, batch, steps) in tasks(
+        args.quick, args.cnn_steps, args.mlp_steps
+    ).items():
         results[name] = run_task(name, build, data, lr, batch, steps, seeds, args.quick)
     summary = summarize(results, args.quick, seeds)
     common.save_json(out / "mixed_precision.json", summary)
@@ -160,11 +187,22 @@ def run_task(name, build, data, lr, batch, steps, seeds, quick):
                 flush=True,
             )
             runs[label].append(r)
+    small_loss = scaled(LOSS, SMALL)
+    small = {}
+    for label in SMALL_RUNS:
+        r = run(model, data, lr, batch, steps, seeds[0], label, small_loss)
+        print(
+            f"{name:<13} seed {seeds[0]} loss×2⁻¹⁶ {label:<21} acc {r['accuracy']:6.2f}%  "
+            f"skipped {r['skipped']:4d}",
+            flush=True,
+        )
+        small[label] = {k: r[k] for k in ("accuracy", "skipped", "loss_scale")}
     ref = runs["float32"][0]
     x_probe = jnp.asarray(data["x_test"][:256])
     y_probe = jnp.asarray(data["y_test"][:256])
     flow = underflow(model, ref["params"], ref["model_state"], x_probe, y_probe)
-    timing = step_times(model, data, lr, batch, rounds=3 if quick else 5)
+    flow_small = underflow(model, ref["params"], ref["model_state"], x_probe, y_probe, small_loss)
+    timing = step_times(model, data, lr, batch, rounds=2 if quick else 5, repeat=5 if quick else 10)
     for rs in runs.values():
         for r in rs:
             r.pop("params"), r.pop("model_state")
@@ -174,6 +212,8 @@ def run_task(name, build, data, lr, batch, steps, seeds, quick):
         "lr": lr,
         "runs": runs,
         "underflow": flow,
+        "small_loss": small,
+        "underflow_small_loss": flow_small,
         "step_seconds": timing,
     }
 
@@ -207,6 +247,26 @@ def summarize(results, quick, seeds) -> dict:
                     "ok": bool(abs(acc[label] - base) <= 0.5),
                 }
             )
+        small = res["small_loss"]
+        headline.append(
+            {
+                "metric": f"{name}, loss × 2⁻¹⁶: float16 without loss scaling, test accuracy (%)",
+                "value": small["float16 (no scaling)"]["accuracy"],
+                "reference": f"with scaling {small['float16+scaling']['accuracy']:.1f}, "
+                f"float32 {small['float32']['accuracy']:.1f}",
+                "ok": None,
+            }
+        )
+        worst_small = max(res["underflow_small_loss"].items(), key=lambda kv: kv[1]["unscaled"])
+        headline.append(
+            {
+                "metric": f"{name}, loss × 2⁻¹⁶: largest per-layer fraction of gradient entries "
+                f"underflowing to 0 in float16 without scaling ({worst_small[0]})",
+                "value": worst_small[1]["unscaled"],
+                "reference": f"with scaling 2^15: {worst_small[1]['scaled']:.3g}",
+                "ok": None,
+            }
+        )
         worst = max(res["underflow"].items(), key=lambda kv: kv[1]["unscaled"])
         headline.append(
             {
@@ -218,7 +278,8 @@ def summarize(results, quick, seeds) -> dict:
             }
         )
     ok = all(h["ok"] for h in headline if h["ok"] is not None)
-    size = f"quick size: {seeds and len(seeds)} seed(s), 300 steps" if quick else "full size"
+    steps = ", ".join(f"{name} {res['steps']} steps" for name, res in results.items())
+    size = f"{'quick' if quick else 'full'} size: {len(seeds)} seed(s), {steps}"
     return {
         "report": {
             "title": "Mixed precision: bfloat16 and float16 with loss scaling",
@@ -231,6 +292,10 @@ def summarize(results, quick, seeds) -> dict:
         },
         "table": table,
         "underflow": {name: res["underflow"] for name, res in results.items()},
+        "small_loss": {name: res["small_loss"] for name, res in results.items()},
+        "underflow_small_loss": {
+            name: res["underflow_small_loss"] for name, res in results.items()
+        },
         "config": {
             name: {k: res[k] for k in ("steps", "batch", "lr")} for name, res in results.items()
         },
@@ -240,26 +305,22 @@ def summarize(results, quick, seeds) -> dict:
 
 
 def figure(results, path):
-    fig, axes = common.new_figure(1, len(results), figsize=(5 * len(results), 3.6))
+    fig, axes = common.new_figure(1, len(results), figsize=(5.5 * len(results), 3.8))
+    bars = [
+        ("underflow", "unscaled", "float16, no scaling"),
+        ("underflow_small_loss", "unscaled", "float16, no scaling, loss × 2⁻¹⁶"),
+        ("underflow_small_loss", "scaled", "float16, loss × 2⁻¹⁶, scale 2¹⁵"),
+    ]
     for ax, (name, res) in zip(np.atleast_1d(axes), results.items()):
         leaves = list(res["underflow"])
         pos = np.arange(len(leaves))
-        ax.bar(
-            pos - 0.2,
-            [res["underflow"][k]["unscaled"] for k in leaves],
-            0.4,
-            label="float16, no scaling",
-        )
-        ax.bar(
-            pos + 0.2,
-            [res["underflow"][k]["scaled"] for k in leaves],
-            0.4,
-            label="float16, loss scale 2¹⁵",
-        )
+        for i, (table, column, label) in enumerate(bars):
+            values = [res[table][k][column] for k in leaves]
+            ax.bar(pos + (i - 1) * 0.27, values, 0.27, label=label)
         ax.set_xticks(pos, leaves, rotation=60, fontsize=7)
         ax.set_ylabel("fraction of gradient entries → 0")
         ax.set_title(name)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     common.save_figure(fig, path)
 
 

@@ -8,7 +8,18 @@ backward into JAX's own differentiation.
 
 import importlib
 
-from jaxbp import activations, checkpoint, data, init, layers, losses, models, optim, train
+from jaxbp import (
+    activations,
+    checkpoint,
+    data,
+    init,
+    layers,
+    losses,
+    models,
+    optim,
+    precision,
+    train,
+)
 from jaxbp.activations import (
     Elu,
     Gelu,
@@ -45,6 +56,7 @@ from jaxbp.layers import (
 )
 from jaxbp.losses import Loss
 from jaxbp.models import MLP, value_and_grad
+from jaxbp.precision import dynamic_loss_scale
 from jaxbp.train import fit, make_train_step
 
 __version__ = "0.1.0"
@@ -98,6 +110,7 @@ __all__ = [
     "check",
     "checkpoint",
     "data",
+    "dynamic_loss_scale",
     "fit",
     "init",
     "layers",
@@ -106,6 +119,7 @@ __all__ = [
     "models",
     "optim",
     "parallel",
+    "precision",
     "residual",
     "serial",
     "train",
