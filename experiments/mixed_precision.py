@@ -59,19 +59,28 @@ def scaled(loss: losses.Loss, c: float) -> losses.Loss:
     return losses.Loss(forward, backward, f"{c:g}·{loss.name}")
 
 
-def tasks(quick: bool, cnn_steps=None, mlp_steps=None) -> dict:
-    """name -> (model builder, data, optimizer lr, batch, steps)."""
-    d = datasets.digits(seed=0)
-    return {
-        "MNIST-1D CNN": (
+def tasks(quick: bool, cnn_steps=None, mlp_steps=None, chosen=None) -> dict:
+    """name -> (model builder, data, optimizer lr, batch, steps), for the `chosen` names."""
+    makers = {
+        "MNIST-1D CNN": lambda: (
             m1d.cnn,
             datasets.mnist1d(),
             1e-2,
             100,
             cnn_steps or (200 if quick else 3000),
         ),
-        "digits MLP": (digits_mlp.build, d, 1e-3, 32, mlp_steps or (200 if quick else 2000)),
+        "digits MLP": lambda: (
+            digits_mlp.build,
+            datasets.digits(seed=0),
+            1e-3,
+            32,
+            mlp_steps or (200 if quick else 2000),
+        ),
     }
+    unknown = set(chosen or ()) - set(makers)
+    if unknown:
+        raise ValueError(f"mixed_precision: unknown tasks {sorted(unknown)}; known: {list(makers)}")
+    return {name: make() for name, make in makers.items() if chosen is None or name in chosen}
 
 
 def run(model, data, lr, batch, steps, seed, precision_label, loss=LOSS):
@@ -160,13 +169,14 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--cnn-steps", type=int, default=None)
     p.add_argument("--mlp-steps", type=int, default=None)
+    p.add_argument("--tasks", default="MNIST-1D CNN,digits MLP", help="comma-separated")
     args = p.parse_args(argv)
     seeds = list(range(args.seed, args.seed + (args.seeds or (1 if args.quick else 3))))
     out = common.out_dir(args)
     results = {}
-    for name, (build, data, lr, batch, steps) in tasks(
-        args.quick, args.cnn_steps, args.mlp_steps
-    ).items():
+    chosen = args.tasks.split(",")
+    for name, task in tasks(args.quick, args.cnn_steps, args.mlp_steps, chosen).items():
+        build, data, lr, batch, steps = task
         results[name] = run_task(name, build, data, lr, batch, steps, seeds, args.quick)
     summary = summarize(results, args.quick, seeds)
     common.save_json(out / "mixed_precision.json", summary)
