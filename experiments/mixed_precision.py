@@ -84,25 +84,45 @@ def tasks(quick: bool, cnn_steps=None, mlp_steps=None, chosen=None) -> dict:
 
 
 def run(model, data, lr, batch, steps, seed, precision_label, loss=LOSS):
+    """One fit; a run that diverges is reported with the step and the test accuracy of its
+    last good weights (the state the divergence guard froze)."""
     compute_dtype, scaling = PRECISIONS[precision_label]
     t0 = time.perf_counter()
-    result = train.fit(
-        model,
-        loss,
-        optim.adam(lr),
-        (data["x_train"], data["y_train"]),
-        key=jax.random.key(seed),
-        steps=steps,
-        batch_size=batch,
-        eval_data=(data["x_test"], data["y_test"]),
-        eval_every=steps,
-        progress=False,
-        compute_dtype=compute_dtype,
-        loss_scale=scaling,
-    )
+    test = (data["x_test"], data["y_test"])
+    try:
+        result = train.fit(
+            model,
+            loss,
+            optim.adam(lr),
+            (data["x_train"], data["y_train"]),
+            key=jax.random.key(seed),
+            steps=steps,
+            batch_size=batch,
+            eval_data=test,
+            eval_every=steps,
+            progress=False,
+            compute_dtype=compute_dtype,
+            loss_scale=scaling,
+        )
+    except train.DivergenceError as e:
+        state = e.train_state
+        evaluate = train.make_eval_step(model, loss, compute_dtype=compute_dtype)
+        x = jnp.asarray(test[0], jnp.float32)
+        metrics = evaluate(state.params, state.model_state, x, jnp.asarray(test[1]))
+        return {
+            "accuracy": 100 * float(metrics["accuracy"]),
+            "diverged_at": e.step,
+            "final_loss": float("nan"),
+            "skipped": 0,
+            "loss_scale": None,
+            "seconds": time.perf_counter() - t0,
+            "params": state.params,
+            "model_state": state.model_state,
+        }
     last = result.history["train"][-1]
     return {
         "accuracy": 100 * result.history["eval"][-1]["accuracy"],
+        "diverged_at": None,
         "final_loss": last["loss"],
         "skipped": last.get("skipped", 0),
         "loss_scale": last.get("loss_scale"),
@@ -206,7 +226,7 @@ def run_task(name, build, data, lr, batch, steps, seeds, quick):
             f"skipped {r['skipped']:4d}",
             flush=True,
         )
-        small[label] = {k: r[k] for k in ("accuracy", "skipped", "loss_scale")}
+        small[label] = {k: r[k] for k in ("accuracy", "skipped", "loss_scale", "diverged_at")}
     ref = runs["float32"][0]
     x_probe = jnp.asarray(data["x_test"][:256])
     y_probe = jnp.asarray(data["y_test"][:256])
@@ -263,7 +283,8 @@ def summarize(results, quick, seeds) -> dict:
                 "metric": f"{name}, loss × 2⁻¹⁶: float16 without loss scaling, test accuracy (%)",
                 "value": small["float16 (no scaling)"]["accuracy"],
                 "reference": f"with scaling {small['float16+scaling']['accuracy']:.1f}, "
-                f"float32 {small['float32']['accuracy']:.1f}",
+                f"float32 {small['float32']['accuracy']:.1f}"
+                + _diverged(small["float16 (no scaling)"]),
                 "ok": None,
             }
         )
@@ -312,6 +333,11 @@ def summarize(results, quick, seeds) -> dict:
         "seeds": seeds,
         "machine": common.machine(),
     }
+
+
+def _diverged(run) -> str:
+    step = run.get("diverged_at")
+    return "" if step is None else f"; without scaling it diverged at step {step}"
 
 
 def figure(results, path):
