@@ -124,7 +124,7 @@ def test_float32_finite_differences_take_their_step_from_the_dtype():
     assert report.ok and fd and all(r.tol == check.F32_FD_RTOL for r in fd)
 
 
-@pytest.mark.parametrize("name", ["Dense", "Softmax", "BatchNorm(train)", "LayerNorm", "GRU"])
+@pytest.mark.parametrize("name", ["Dense", "BatchNorm(train)", "GRU"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_half_precision_without_jit_on_a_sample_of_the_registry(name, dtype):
     from jaxbp.cases import CASES
