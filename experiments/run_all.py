@@ -32,6 +32,7 @@ EXPERIMENTS = [
     "experiments.autoencoder",
     "experiments.vae",
     "experiments.gan",
+    "experiments.mixed_precision",
 ]
 
 

@@ -19,6 +19,7 @@ from jaxbp import (
     losses,
     models,
     optim,
+    precision,
     train,
 )
 from jaxbp.activations import (
@@ -58,6 +59,7 @@ from jaxbp.layers import (
 )
 from jaxbp.losses import Loss
 from jaxbp.models import MLP, value_and_grad
+from jaxbp.precision import dynamic_loss_scale
 from jaxbp.train import fit, make_train_step
 
 __version__ = "0.1.0"
@@ -113,6 +115,7 @@ __all__ = [
     "checkpoint",
     "data",
     "distributed",
+    "dynamic_loss_scale",
     "fit",
     "indices",
     "init",
@@ -122,6 +125,7 @@ __all__ = [
     "models",
     "optim",
     "parallel",
+    "precision",
     "residual",
     "serial",
     "train",

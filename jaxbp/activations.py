@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from jax.scipy.special import erf
 
 from jaxbp.layer import Layer, as_shape, check_float_input
+from jaxbp.precision import accumulation_dtype
 
 
 class Output(NamedTuple):
@@ -47,6 +48,7 @@ def _activation(name: str, f: Callable, backward_from: Callable, keep: str) -> L
     """Layer for an elementwise (or last-axis) map a = f(z).
 
     `backward_from(kept, da) -> dz`, where `kept` is the output a (keep='a') or the input z.
+    Half-precision inputs are mapped (and softmax-sums taken) in float32 and rounded once.
     """
 
     def init(key, in_shape):
@@ -54,11 +56,12 @@ def _activation(name: str, f: Callable, backward_from: Callable, keep: str) -> L
 
     def forward(params, state, z, *, key=None, train=False):
         check_float_input(name, z)
-        a = f(z)
+        a = f(z.astype(accumulation_dtype(z.dtype))).astype(z.dtype)
         return a, (Output(a) if keep == "a" else Input(z)), state
 
     def backward(params, residuals, da):
-        return (), backward_from(residuals[0], da)
+        acc = accumulation_dtype(da.dtype)
+        return (), backward_from(residuals[0].astype(acc), da.astype(acc)).astype(da.dtype)
 
     return Layer(init, forward, backward, name)
 

@@ -3,12 +3,25 @@
 Each check runs the manual backward and compares it, leaf by leaf, with two references:
 
 * **jax.vjp** of the forward, with a random cotangent (float64; passes at relative error
-  ≤ 1e-10, where relative error = max|manual − reference| / max|reference| over the leaf);
-* **central finite differences** (float64) of φ(θ) = ⟨dy, f(θ)⟩ at a few random elements of
-  every leaf: (φ(θ + εeᵢ) − φ(θ − εeᵢ)) / 2ε (passes at error ≤ 1e-6 relative to the leaf's
-  largest gradient, or to 1e7 × the quotient's own rounding noise u·Σ|dy ⊙ y|/ε when that is
-  larger: a gradient below that floor is beyond what finite differences can resolve, and the
-  jax.vjp comparison certifies it).
+  ≤ 1e-10, where relative error = max|manual − reference| / max|reference| over the leaf;
+  float32: ≤ 1e-4);
+* **central finite differences** of φ(θ) = ⟨dy, f(θ)⟩ at a few random elements of every leaf:
+  (φ(θ + εeᵢ) − φ(θ − εeᵢ)) / 2ε (float64: ε = 1e-6, passes at error ≤ 1e-6 relative to the
+  leaf's largest gradient, or to 1e7 × the quotient's own rounding noise u·Σ|dy ⊙ y|/ε when
+  that is larger: a gradient below that floor is beyond what finite differences can resolve,
+  and the jax.vjp comparison certifies it; float32: ε = u^⅓ ≈ 5e-3 and 1e-3, same floor rule).
+
+**Half precision** (bfloat16, float16). Every result is rounded, so the manual backward and
+jax.vjp differ by rounding however right both are. The reference is then the **float64 truth**:
+the same forward differentiated by jax.vjp in float64 at the same (upcast) parameters, inputs
+and cotangent. The check measures the manual backward's error against it and the error that
+jax.vjp makes in the same half dtype, and passes a leaf when
+
+    manual error ≤ 2 × autodiff error + 2 ulps of the dtype        (ulp = finfo(dtype).eps)
+
+(both relative to the leaf's largest true gradient). Finite differences are skipped there:
+a step a bfloat16 (8 significant bits) or float16 (11 bits) number can resolve is far too
+large for a derivative, and the report says so.
 
 A `Report` lists, per leaf (each parameter, and dx for the input): the reference, the maximum
 absolute and relative errors, the worst element, and the manual and reference values there.
@@ -52,6 +65,9 @@ from jaxbp.losses import Loss
 VJP_RTOL = 1e-10
 FD_RTOL = 1e-6
 F32_RTOL = 1e-4
+F32_FD_RTOL = 1e-3
+HALF_ULPS = 2  # the few ulps added to 2 × autodiff error in bfloat16 / float16
+HALF_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
 class GradientCheckError(AssertionError):
@@ -64,7 +80,7 @@ class GradientCheckError(AssertionError):
 
 class LeafResult(NamedTuple):
     leaf: str  # e.g. "params[0]['W']" or "dx"
-    reference: str  # "jax.vjp" or "finite diff"
+    reference: str  # "jax.vjp", "finite diff" or "float64" (the truth, in half precision)
     max_abs_err: float
     rel_err: float  # max_abs_err / max |reference|
     worst_index: tuple  # index of the worst element in the leaf
@@ -72,6 +88,7 @@ class LeafResult(NamedTuple):
     expected: float  # reference gradient at worst_index
     tol: float
     ok: bool
+    autodiff_err: float | None = None  # half precision: jax.vjp's own rel err vs float64
 
 
 class Report(NamedTuple):
@@ -83,6 +100,7 @@ class Report(NamedTuple):
     # float leaves whose reference gradient is identically zero: a zero manual gradient
     # matches it, and so would any multiple of the right one (a sign flip, a missing term)
     untested: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what was not checked, and why
 
     @property
     def ok(self) -> bool:
@@ -105,15 +123,19 @@ class Report(NamedTuple):
             "cannot tell a right backward from a wrong one (draw another)"
             for leaf in self.untested
         ]
+        lines += [f"  note: {n}" for n in self.notes]
+        half = any(r.autodiff_err is not None for r in self.results)
         lines.append(
             f"  {'leaf':<28} {'reference':<11} {'max abs err':>11} {'rel err':>9} "
-            f"{'tol':>7}  {'worst at':<14} {'manual':>13} {'reference':>13}"
+            + (f"{'vjp rel err':>11} " if half else "")
+            + f"{'tol':>7}  {'worst at':<14} {'manual':>13} {'reference':>13}"
         )
         for r in self.results:
+            vjp = "" if not half else f"{r.autodiff_err or 0.0:11.2e} "
             lines.append(
                 f"  {r.leaf:<28} {r.reference:<11} {r.max_abs_err:11.3e} {r.rel_err:9.2e} "
-                f"{r.tol:7.0e}  {str(r.worst_index):<14} {r.manual:13.6e} {r.expected:13.6e}"
-                + ("" if r.ok else "  <-- FAIL")
+                f"{vjp}{r.tol:7.0e}  {str(r.worst_index):<14} {r.manual:13.6e} "
+                f"{r.expected:13.6e}" + ("" if r.ok else "  <-- FAIL")
             )
         return "\n".join(lines)
 
@@ -222,7 +244,7 @@ def check_vjp(
     jit: bool = False,
     finite_diff: bool = True,
     fd_points: int = 6,
-    fd_eps: float = 1e-6,
+    fd_eps: float | None = None,
     rtol: float | None = None,
     raise_on_fail: bool = True,
 ) -> Report:
@@ -231,12 +253,14 @@ def check_vjp(
 
     `f(args) -> out` is the forward; `manual_vjp(args, ct) -> grads` returns a pytree shaped
     like `args`, with None at leaves that get no gradient (integer inputs). The dtype follows
-    `args`: float64 compares at `rtol=1e-10`, anything narrower at `1e-4` (and runs no finite
-    differences).
+    `args`: float64 compares at `rtol=1e-10`, float32 at `1e-4`; bfloat16 and float16 compare
+    both the manual backward and jax.vjp with the float64 truth (see the module docstring) and
+    run no finite differences. `fd_eps` (the finite-difference step) defaults from the dtype.
     """
     rng = np.random.default_rng(seed)  # NumPy draws: no compilation per shape
     arg_dtypes = {jnp.result_type(x) for x in jax.tree.leaves(args) if _is_float(x)}
     wide = arg_dtypes <= {jnp.dtype("float64")}
+    half = [d for d in HALF_DTYPES if d in arg_dtypes]
     dtype_name = "/".join(sorted(str(d) for d in arg_dtypes)) or "none"
     rtol = (VJP_RTOL if wide else F32_RTOL) if rtol is None else rtol
 
@@ -246,12 +270,11 @@ def check_vjp(
         )
     # The reference: reverse-mode autodiff of the forward, compiled once.
     expected = jax.jit(lambda a, ct: jax.vjp(f, a)[1](ct)[0])(args, cotangent)
+    truth = _float64_truth(f, args, cotangent) if half else None
     run = jax.jit(manual_vjp) if jit else manual_vjp
     manual = run(args, cotangent)
 
-    problems = []
-    results = []
-    untested = []
+    problems, results, notes, untested = [], [], [], []
     flat_args, treedef = jax.tree.flatten(args)
     try:
         flat_manual = treedef.flatten_up_to(manual)
@@ -259,7 +282,9 @@ def check_vjp(
         problems.append(f"the manual gradient's structure differs from the inputs': {e}")
         flat_manual = [None] * len(flat_args)
     flat_expected = treedef.flatten_up_to(expected)
-    for (leaf_name, a), m, e in zip(_leaves_with_names(args), flat_manual, flat_expected):
+    flat_truth = treedef.flatten_up_to(truth) if half else [None] * len(flat_args)
+    leaves = zip(_leaves_with_names(args), flat_manual, flat_expected, flat_truth)
+    for (leaf_name, a), m, e, t in leaves:
         if not _is_float(a):
             continue
         if m is None:
@@ -272,46 +297,89 @@ def check_vjp(
             problems.append(
                 f"{leaf_name}: gradient dtype {jnp.result_type(m)} != dtype {jnp.result_type(a)}"
             )
-        results.append(_compare(leaf_name, "jax.vjp", m, e, rtol))
+        if t is None:
+            results.append(_compare(leaf_name, "jax.vjp", m, e, rtol))
+        else:
+            results.append(_compare_with_truth(leaf_name, m, e, t, jnp.result_type(a)))
         if jnp.size(e) and not np.any(np.asarray(e)):
             untested.append(leaf_name)
 
-    if finite_diff and wide and not problems:
-
-        def phi(a):
-            o = f(a)
-            return sum(
-                jnp.vdot(c, x) for c, x in zip(jax.tree.leaves(cotangent), jax.tree.leaves(o))
-            )
-
-        # Finite differences sample a few elements; their error is measured against the size of
-        # the whole leaf's gradient, so that sampled elements whose gradient is zero (a pixel no
-        # strided window reaches) compare rounding noise with the leaf's scale, not with itself.
-        leaf_scale = {
-            leaf_name: float(jnp.max(jnp.abs(e))) if jnp.size(e) else 0.0
-            for (leaf_name, _), e in zip(_leaves_with_names(args), flat_expected)
-            if e is not None and _is_float(e)
-        }
-        # Central differences cannot resolve a gradient below their own rounding noise,
-        # u·Σ|dy ⊙ y|/ε: each leaf is measured against at least 1e7 times that noise, so the
-        # 1e-6 tolerance stays 10× above it. (A leaf whose whole gradient is smaller — batch
-        # norm's dx on few values — is certified by the jax.vjp comparison alone.)
-        out = f(args)
-        phi_abs = sum(
-            float(jnp.sum(jnp.abs(c * o)))
-            for c, o in zip(jax.tree.leaves(cotangent), jax.tree.leaves(out))
+    if finite_diff and half:
+        notes.append(
+            f"finite differences skipped in {'/'.join(map(str, half))}: no step the dtype can "
+            "resolve is small enough for a derivative; the float64 truth is the reference"
         )
-        noise_floor = 1e7 * np.finfo(np.float64).eps * phi_abs / fd_eps
-        fd_results = _finite_differences(phi, args, manual, rng, fd_points, fd_eps)
-        for leaf_name, (m, fd, where) in fd_results.items():
-            scale = max(leaf_scale.get(leaf_name, 0.0), noise_floor)
-            result = _compare(leaf_name, "finite diff", m, fd, FD_RTOL, scale)
-            results.append(result._replace(worst_index=where[result.worst_index[0]]))
+    elif finite_diff and not problems:
+        fd_dtype = jnp.dtype("float64") if wide else jnp.dtype("float32")
+        results += _finite_difference_results(
+            f, args, cotangent, manual, flat_expected, rng, fd_points, fd_eps, fd_dtype
+        )
 
-    report = Report(name, dtype_name, jit, tuple(results), tuple(problems), tuple(untested))
+    report = Report(
+        name, dtype_name, jit, tuple(results), tuple(problems), tuple(untested), tuple(notes)
+    )
     if raise_on_fail and not report.ok:
         raise GradientCheckError(report)
     return report
+
+
+def _float64_truth(f, args, cotangent):
+    """jax.vjp of `f` in float64 at the float64 images of the (half-precision) args and
+    cotangent: the exact gradient of the rounded inputs, up to float64 rounding."""
+    with jax.enable_x64(True):
+        wide = _cast(args, jnp.float64)
+        out = jax.eval_shape(f, wide)
+        ct = jax.tree.map(lambda c, o: jnp.asarray(c, o.dtype), cotangent, out)
+        return jax.jit(lambda a, c: jax.vjp(f, a)[1](c)[0])(wide, ct)
+
+
+def _compare_with_truth(leaf, manual, expected, truth, dtype) -> LeafResult:
+    """Half precision: manual error vs float64 ≤ 2 × jax.vjp's error vs float64 + a few ulps."""
+    autodiff = _compare(leaf, "float64", expected, truth, math.inf)
+    tol = 2 * autodiff.rel_err + HALF_ULPS * float(jnp.finfo(dtype).eps)
+    result = _compare(leaf, "float64", manual, truth, tol)
+    return result._replace(autodiff_err=autodiff.rel_err)
+
+
+def _finite_difference_results(
+    f, args, cotangent, manual, flat_expected, rng, points, eps, dtype
+) -> list[LeafResult]:
+    """Central differences of φ = ⟨dy, f(θ)⟩, judged against the leaf's gradient scale or the
+    quotient's rounding-noise floor, whichever is larger (see the module docstring)."""
+    u = float(jnp.finfo(dtype).eps)
+    eps = (1e-6 if dtype == jnp.float64 else u ** (1 / 3)) if eps is None else eps
+    tol = FD_RTOL if dtype == jnp.float64 else F32_FD_RTOL
+
+    def phi(a):
+        o = f(a)
+        return sum(jnp.vdot(c, x) for c, x in zip(jax.tree.leaves(cotangent), jax.tree.leaves(o)))
+
+    # Finite differences sample a few elements; their error is measured against the size of
+    # the whole leaf's gradient, so that sampled elements whose gradient is zero (a pixel no
+    # strided window reaches) compare rounding noise with the leaf's scale, not with itself.
+    leaf_scale = {
+        leaf_name: float(jnp.max(jnp.abs(e))) if jnp.size(e) else 0.0
+        for (leaf_name, _), e in zip(_leaves_with_names(args), flat_expected)
+        if e is not None and _is_float(e)
+    }
+    # Central differences cannot resolve a gradient below their own rounding noise,
+    # u·Σ|dy ⊙ y|/ε: each leaf is measured against at least (10/tol) times that noise, so the
+    # tolerance stays 10× above it. (A leaf whose whole gradient is smaller — batch norm's dx
+    # on few values — is certified by the jax.vjp comparison alone.)
+    out = f(args)
+    phi_abs = sum(
+        float(jnp.sum(jnp.abs(c * o)))
+        for c, o in zip(jax.tree.leaves(cotangent), jax.tree.leaves(out))
+    )
+    noise_floor = (10 / tol) * u * phi_abs / eps
+    results = []
+    for leaf_name, (m, fd, where) in _finite_differences(
+        phi, args, manual, rng, points, eps
+    ).items():
+        scale = max(leaf_scale.get(leaf_name, 0.0), noise_floor)
+        result = _compare(leaf_name, "finite diff", m, fd, tol, scale)
+        results.append(result._replace(worst_index=where[result.worst_index[0]]))
+    return results
 
 
 # ------------------------------------------------------------------------- public checks
@@ -357,7 +425,8 @@ def check_layer(
             {"x": floats, "mask": bools}: only its float leaves are differentiated).
         params, state: use these instead of `layer.init`'s.
         train: passed to forward (dropout, batch norm).
-        dtype: float64 (default; enables x64 for the check) or float32.
+        dtype: float64 (default; enables x64 for the check), float32, or bfloat16/float16
+            (judged against the float64 truth relative to jax.vjp's own error in that dtype).
         jit: run the manual forward+backward under `jax.jit`.
         **kwargs: passed to `check_vjp` (rtol, fd_points, fd_eps, raise_on_fail, ...).
     Returns:
@@ -467,7 +536,8 @@ def check_model(
 
 
 def assert_layer_correct(layer: Layer, in_shape, **kwargs) -> None:
-    """Pytest helper: check `layer` in float64 with and without jit and in float32 under jit.
+    """Pytest helper: check `layer` in float64 with and without jit, and in float32, bfloat16
+    and float16 under jit.
 
     Raises GradientCheckError (an AssertionError) with the failing report. Use it in your own
     test suite::
@@ -477,7 +547,8 @@ def assert_layer_correct(layer: Layer, in_shape, **kwargs) -> None:
     """
     check_layer(layer, in_shape, jit=False, **kwargs)
     check_layer(layer, in_shape, jit=True, **kwargs)
-    check_layer(layer, in_shape, jit=True, dtype=jnp.float32, **{**kwargs, "finite_diff": False})
+    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+        check_layer(layer, in_shape, jit=True, dtype=dtype, **{**kwargs, "finite_diff": False})
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -502,7 +573,7 @@ def main(argv=None) -> int:
     cases = [c for c in CASES if args.k.lower() in c.name.lower()]
     header = (
         f"{'case':<34} {'kind':<6} {'vjp rel err':>11} {'fd rel err':>10} "
-        f"{'f32 jit rel':>11} {'time s':>7}  result"
+        f"{'f32 jit rel':>11} {'bf16 manual/vjp':>17} {'f16 manual/vjp':>17} {'time s':>7}  result"
     )
     print(header)
     print("-" * len(header))
@@ -515,6 +586,8 @@ def main(argv=None) -> int:
             ("f64", jnp.float64, False),
             ("f64jit", jnp.float64, True),
             ("f32", jnp.float32, True),
+            ("bf16", jnp.bfloat16, True),
+            ("f16", jnp.float16, True),
         ):
             try:
                 report = run_case(
@@ -534,20 +607,35 @@ def main(argv=None) -> int:
                 break
         errs = {k: r.max_rel_err for k, r in row.items()}
         vjp = max(
-            (e.get("jax.vjp", math.nan) for k, e in errs.items() if k != "f32"), default=math.nan
+            (e.get("jax.vjp", math.nan) for k, e in errs.items() if k.startswith("f64")),
+            default=math.nan,
         )
         fd = errs.get("f64", {}).get("finite diff", math.nan)
         f32 = errs.get("f32", {}).get("jax.vjp", math.nan)
+        half = [_half_errors(row.get(label)) for label in ("bf16", "f16")]
         print(
             f"{case.name:<34} {case.kind:<6} {vjp:11.2e} {fd:10.2e} {f32:11.2e} "
-            f"{time.perf_counter() - t0:7.2f}  {status}",
+            f"{half[0]:>17} {half[1]:>17} {time.perf_counter() - t0:7.2f}  {status}",
             flush=True,
         )
         failures += status != "ok"
     print("-" * len(header))
     print(f"tolerances: vjp {VJP_RTOL:.0e} (f64), finite diff {FD_RTOL:.0e}, f32 {F32_RTOL:.0e}")
+    print(
+        "bf16/f16: manual and jax.vjp rel err vs the float64 truth; pass: manual ≤ 2 × vjp + "
+        f"{HALF_ULPS} ulps"
+    )
     print(f"{len(cases) - failures} passed, {failures} failed")
     return 1 if failures else 0
+
+
+def _half_errors(report) -> str:
+    """'manual/vjp' largest relative errors vs the float64 truth, for the CLI table."""
+    if report is None or not report.results:
+        return "-"
+    manual = max(r.rel_err for r in report.results)
+    vjp = max(r.autodiff_err or 0.0 for r in report.results)
+    return f"{manual:.1e}/{vjp:.1e}"
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jaxbp.activations import log_softmax, sigmoid, softplus
 from jaxbp.indices import check_range
 from jaxbp.layer import check_float_input
+from jaxbp.precision import acc_sum, accumulation_dtype
 
 
 class Loss(NamedTuple):
@@ -68,7 +69,7 @@ def _squared_error(name: str, per_sample: bool) -> Loss:
         err = pred - target.astype(pred.dtype)
         n = pred.shape[0] if per_sample else pred.size
         scale = 0.5 / n if per_sample else 1.0 / n
-        return scale * jnp.sum(err * err), MSEResiduals(err, scale)
+        return scale * acc_sum(err * err), MSEResiduals(err, scale)  # Σ in float32 for halves
 
     def backward(residuals, g=1.0):
         err, scale = residuals
@@ -91,8 +92,8 @@ def mse() -> Loss:
 
 
 class CrossEntropyResiduals(NamedTuple):
-    probs: jax.Array  # softmax(z), (n, classes)
-    target: jax.Array  # t as probabilities, (n, classes)
+    probs: jax.Array  # softmax(z), (n, classes); float32 for half-precision logits
+    target: jax.Array  # t as probabilities, (n, classes), in the logits' dtype
 
 
 def softmax_cross_entropy() -> Loss:
@@ -127,14 +128,15 @@ def softmax_cross_entropy() -> Loss:
                 f"got {target.shape}"
             )
         target = target.astype(logits.dtype)
-        logp = log_softmax(logits)
-        value = -jnp.sum(target * logp) / n
+        # half-precision logits: log-softmax, its sums and the probabilities in float32
+        logp = log_softmax(logits.astype(accumulation_dtype(logits.dtype)))
+        value = (-jnp.sum(target * logp) / n).astype(logits.dtype)
         return value, CrossEntropyResiduals(jnp.exp(logp), target)
 
     def backward(residuals, g=1.0):
         p, t = residuals
         n = p.shape[0]
-        return (g / n) * (p * t.sum(axis=-1, keepdims=True) - t)
+        return ((g / n) * (p * t.sum(axis=-1, keepdims=True) - t)).astype(t.dtype)
 
     return Loss(forward, backward, name)
 
@@ -158,12 +160,14 @@ def sigmoid_binary_cross_entropy() -> Loss:
     def forward(logits, target):
         _check_same_shape(name, logits, target)
         t = target.astype(logits.dtype)
-        value = jnp.mean(softplus(logits) - t * logits)
+        z = logits.astype(accumulation_dtype(logits.dtype))  # float32 for half precision
+        value = jnp.mean(softplus(z) - t * z).astype(logits.dtype)
         return value, BinaryCrossEntropyResiduals(logits, t)
 
     def backward(residuals, g=1.0):
         z, t = residuals
-        return (g / z.size) * (sigmoid(z) - t)
+        acc = accumulation_dtype(z.dtype)
+        return ((g / z.size) * (sigmoid(z.astype(acc)) - t)).astype(z.dtype)
 
     return Loss(forward, backward, name)
 

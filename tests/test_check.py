@@ -93,3 +93,42 @@ def test_cli_exits_nonzero_on_failure(monkeypatch, capsys):
     monkeypatch.setattr(cases, "CASES", [broken])
     assert check.main([]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------- half precision
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_is_judged_against_the_float64_truth(dtype):
+    report = check.check_layer(jaxbp.Dense(4), (3,), dtype=dtype, jit=True)
+    assert report.ok and report.dtype == str(jnp.dtype(dtype))
+    assert {r.reference for r in report.results} == {"float64"}
+    ulp = float(jnp.finfo(dtype).eps)
+    for r in report.results:
+        assert r.autodiff_err is not None and r.tol == 2 * r.autodiff_err + check.HALF_ULPS * ulp
+    assert any("finite differences skipped" in n for n in report.notes)
+    text = str(report)
+    assert "vjp rel err" in text and "note: finite differences skipped" in text
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_catches_a_wrong_backward(dtype):
+    with pytest.raises(check.GradientCheckError) as err:
+        check.check_layer(_square_layer(factor=2.2), (6,), batch=8, dtype=dtype)
+    assert {r.leaf for r in err.value.report.results if not r.ok} == {"x"}
+
+
+def test_float32_finite_differences_take_their_step_from_the_dtype():
+    report = check.check_layer(_square_layer(), (3,), dtype=jnp.float32)
+    fd = [r for r in report.results if r.reference == "finite diff"]
+    assert report.ok and fd and all(r.tol == check.F32_FD_RTOL for r in fd)
+
+
+@pytest.mark.parametrize("name", ["Dense", "BatchNorm(train)", "GRU"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_without_jit_on_a_sample_of_the_registry(name, dtype):
+    from jaxbp.cases import CASES
+
+    (case,) = [c for c in CASES if c.name == name]
+    report = check.run_case(case, seed=3, batch=4, dtype=dtype, jit=False)
+    assert report.ok and report.results, str(report)

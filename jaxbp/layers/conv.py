@@ -58,6 +58,7 @@ from jax import lax
 
 from jaxbp import init as initializers
 from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
+from jaxbp.precision import acc_sum
 
 # Dimension numbers (lhs, rhs, out) per number of spatial axes.
 _FORWARD_DN = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
@@ -232,7 +233,7 @@ def backward(params, residuals, dy, *, stride=1, padding="VALID", dilation=1, gr
     # ∂L/∂b = Σ over batch and positions of δ: (C_out,)
     dparams = {}
     if "b" in params:
-        dparams["b"] = dy.sum(axis=tuple(range(nd + 1))).astype(params["b"].dtype)
+        dparams["b"] = acc_sum(dy, axis=tuple(range(nd + 1))).astype(params["b"].dtype)
     per_tap = dy[..., 0].size * c_in * W.shape[-1] // groups  # multiply-adds of one tap
     on_cpu = grads_by_taps if per_tap >= TAPS_MIN_WORK else grads_by_convs
     dW, dx = lax.platform_dependent(

@@ -29,6 +29,7 @@ import jax
 
 from jaxbp import init as initializers
 from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
+from jaxbp.precision import acc_sum
 
 
 class DenseResiduals(NamedTuple):
@@ -58,7 +59,7 @@ def backward(params, residuals, dz):
     rows_dz = dz.reshape(-1, dz.shape[-1])  # (N, out)
     dparams = {"W": rows_a.T @ rows_dz}  # (in, out) = aᵀ δ
     if "b" in params:
-        dparams["b"] = rows_dz.sum(axis=0)  # (out,)
+        dparams["b"] = acc_sum(rows_dz, axis=0)  # (out,), Σ in float32 for half precision
     da = dz @ W.T  # (..., in) = δ Wᵀ
     return dparams, da
 

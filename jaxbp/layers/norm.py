@@ -46,6 +46,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxbp.layer import Layer, as_shape, check_float_input
+from jaxbp.precision import acc_mean, acc_sum
 
 
 class BatchNormTrainResiduals(NamedTuple):
@@ -72,9 +73,9 @@ def batch_norm_forward(params, state, x, *, momentum=0.9, eps=1e-5, train=False)
     axes = tuple(range(x.ndim - 1))  # batch and spatial axes
     gamma, beta = params["scale"], params["bias"]  # (C,)
     if train:
-        mu = x.mean(axis=axes)  # (C,)
+        mu = acc_mean(x, axis=axes)  # (C,); half precision: accumulated in float32
         centered = x - mu  # (N, ..., C)
-        var = (centered * centered).mean(axis=axes)  # (C,) biased
+        var = acc_mean(centered * centered, axis=axes)  # (C,) biased
         inv_std = lax.rsqrt(var + eps)  # (C,)
         x_hat = centered * inv_std
         new_state = {
@@ -94,8 +95,8 @@ def batch_norm_backward(params, residuals, dy):
     """(dparams, dx); the train formula when `residuals` came from train mode."""
     x_hat, inv_std = residuals  # (N, ..., C), (C,)
     axes = tuple(range(dy.ndim - 1))
-    dbeta = dy.sum(axis=axes)  # (C,) Σ δ
-    dgamma = (dy * x_hat).sum(axis=axes)  # (C,) Σ δ x̂
+    dbeta = acc_sum(dy, axis=axes)  # (C,) Σ δ
+    dgamma = acc_sum(dy * x_hat, axis=axes)  # (C,) Σ δ x̂
     scale = params["scale"] * inv_std  # (C,) γ/σ
     if isinstance(residuals, BatchNormTrainResiduals):
         m = dy.size // dy.shape[-1]  # values per channel
@@ -163,9 +164,9 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
 
 def layer_norm_forward(params, x, *, eps=1e-5):
     """y = γ ⊙ (x − μ)/√(v + ε) + β with μ, v over the last axis of each example."""
-    mu = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    mu = acc_mean(x, axis=-1, keepdims=True)  # (..., 1); half precision: in float32
     centered = x - mu
-    inv_std = lax.rsqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)  # (..., 1)
+    inv_std = lax.rsqrt(acc_mean(centered * centered, axis=-1, keepdims=True) + eps)  # (..., 1)
     x_hat = centered * inv_std  # (..., C)
     return params["scale"] * x_hat + params["bias"], LayerNormResiduals(x_hat, inv_std)
 
@@ -174,12 +175,14 @@ def layer_norm_backward(params, residuals, dy):
     x_hat, inv_std = residuals  # (..., C), (..., 1)
     rows = tuple(range(dy.ndim - 1))
     dparams = {  # (C,)
-        "scale": (dy * x_hat).sum(axis=rows).astype(params["scale"].dtype),
-        "bias": dy.sum(axis=rows).astype(params["bias"].dtype),
+        "scale": acc_sum(dy * x_hat, axis=rows).astype(params["scale"].dtype),
+        "bias": acc_sum(dy, axis=rows).astype(params["bias"].dtype),
     }
     g = params["scale"] * dy  # ∂L/∂x̂: (..., C)
     dx = inv_std * (
-        g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True)
+        g
+        - acc_mean(g, axis=-1, keepdims=True)
+        - x_hat * acc_mean(g * x_hat, axis=-1, keepdims=True)
     )
     return dparams, dx.astype(x_hat.dtype)
 

@@ -44,6 +44,7 @@ from jax import lax
 
 from jaxbp.layer import Layer, as_shape, check_float_input
 from jaxbp.layers.conv import _tuple, explicit_padding, normalize_padding, output_size
+from jaxbp.precision import acc_mean
 
 # ------------------------------------------------------------------------------- geometry
 
@@ -348,7 +349,7 @@ def GlobalAvgPool() -> Layer:
                 f"{name}: expected input (batch, *spatial, channels) of rank >= 3, got "
                 f"{tuple(x.shape)}"
             )
-        y = x.mean(axis=tuple(range(1, x.ndim - 1)))  # (N, C)
+        y = acc_mean(x, axis=tuple(range(1, x.ndim - 1)))  # (N, C), float32 sums for halves
         return y, ShapeResiduals(tuple(x.shape)), state
 
     def backward(params, residuals, dy):

@@ -62,6 +62,7 @@ from jax import lax
 
 from jaxbp import init as initializers
 from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
+from jaxbp.precision import accumulation_dtype
 
 # ------------------------------------------------------------------------------- helpers
 
@@ -330,6 +331,7 @@ def lstm_backward(params, residuals, dy):
     W, U = params["W"], params["U"]
     H = U.shape[0]
     dys, dh_T = _output_gradient(dy, h0)
+    acc = accumulation_dtype(dh_T.dtype)  # half precision: carry ∂L/∂h, ∂L/∂c in float32
 
     def step(carry, inputs):
         dh, dc, c_t = carry
@@ -349,11 +351,12 @@ def lstm_backward(params, residuals, dy):
             delta = jnp.where(m_t, delta, 0)
             dh_prev = jnp.where(m_t, dh_prev, gh)
             dc_prev = jnp.where(m_t, dc_prev, dc)
-        return (dh_prev, dc_prev, c_prev), delta
+        return (dh_prev, dc_prev, c_prev), delta.astype(dh_T.dtype)
 
-    init = (dh_T, jnp.zeros_like(dh_T), c_T)
+    init = (dh_T.astype(acc), jnp.zeros_like(dh_T, acc), c_T)
     xs = (gates, c_prev_all, dys, m)
     (dh0, dc0, _), deltas = lax.scan(step, init, xs, reverse=True)  # deltas: (T, B, 4H)
+    dh0, dc0 = dh0.astype(dh_T.dtype), dc0.astype(dh_T.dtype)
     hs_tm = _states_time_major(hs, dy.ndim == 3)  # (T, B, H)
     dW, dx = _input_gradients(x, deltas, W)  # Σ_t x_tᵀ δ_t; δ_t Wᵀ
     dparams = {
