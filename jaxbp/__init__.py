@@ -8,7 +8,18 @@ backward into JAX's own differentiation.
 
 import importlib
 
-from jaxbp import activations, checkpoint, data, init, layers, losses, models, optim, train
+from jaxbp import (
+    activations,
+    checkpoint,
+    data,
+    init,
+    layers,
+    losses,
+    models,
+    optim,
+    recompute,
+    train,
+)
 from jaxbp.activations import (
     Elu,
     Gelu,
@@ -45,6 +56,7 @@ from jaxbp.layers import (
 )
 from jaxbp.losses import Loss
 from jaxbp.models import MLP, value_and_grad
+from jaxbp.recompute import checkpointed, remat
 from jaxbp.train import fit, make_train_step
 
 __version__ = "0.1.0"
@@ -97,6 +109,7 @@ __all__ = [
     "autodiff",
     "check",
     "checkpoint",
+    "checkpointed",
     "data",
     "fit",
     "init",
@@ -106,6 +119,8 @@ __all__ = [
     "models",
     "optim",
     "parallel",
+    "recompute",
+    "remat",
     "residual",
     "serial",
     "train",

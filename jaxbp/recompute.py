@@ -24,9 +24,11 @@ sqrt_n()           every(⌈√n⌉): ≈ √n·a + √n·r          ≈ n − �
 revolve(c)         c·a + 1·r                           t(n, c) = ρ·n − β(c + 1, ρ − 1)
 =================  =================================  =================================
 
-where, for revolve, c counts the stored states including the chain's input (Griewank's
-"snapshots"; the memory counts c − 1 of them plus the input of the layer being taped), β(c, ρ) = C(c + ρ, c) is the longest chain c snapshots reverse with each layer
-advanced at most ρ times, and ρ is the smallest integer with β(c, ρ) ≥ n. `revolve` is the
+(a stored input is counted while the part after it is reversed, so every(k) counts its last
+boundary and revolve the input of the layer it tapes). For revolve, c counts the stored states
+including the chain's input (Griewank's "snapshots"), β(c, ρ) = C(c + ρ, c) is the longest
+chain c snapshots reverse with each layer advanced at most ρ times, and ρ is the smallest
+integer with β(c, ρ) ≥ n. `revolve` is the
 schedule of Griewank (1992) / Griewank & Walther (2000): it minimizes the extra forward work
 for a given number of snapshots (`revolve_cost` gives t; the test suite checks it against the
 exhaustive recursion t(m, c) = min_k [k + t(m − k, c − 1) + t(k, c)]). `every(k)` keeps the last
@@ -71,7 +73,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any, NamedTuple
 
 import jax
@@ -277,7 +279,7 @@ def revolve_cost(n: int, c: int) -> int:
     return rho * n - binomial(c + 1, rho - 1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _revolve_plan(lo: int, hi: int, c: int):
     m = hi - lo
     if m == 1:
