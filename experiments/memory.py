@@ -44,8 +44,22 @@ MIB = 2**20
 # ------------------------------------------------------------------------------- helpers
 
 
-def compiled(fn, *args, options=None):
-    return jax.jit(fn, compiler_options=options).lower(*args).compile()
+def sgd(fn, lr=1e-3):
+    """A training step around a value-and-grad fn: (params, x) -> (loss, params − lr·grads)."""
+
+    def step(params, x):
+        loss, grads = fn(params, x)
+        return loss, jax.tree.map(lambda p, g: p - lr * g, params, grads)
+
+    return step
+
+
+def compiled(fn, params, x, options=None):
+    """The SGD step around fn, compiled with the parameters donated: the new parameters take
+    the old ones' buffers, so the gradients are temporaries and the compiler cannot park
+    activations in output buffers (it does, in a bare value-and-grad, in the gradients')."""
+    step = jax.jit(sgd(fn), donate_argnums=0, compiler_options=options)
+    return step.lower(params, x).compile()
 
 
 def temp_bytes(c) -> int:
@@ -64,14 +78,17 @@ def count_dots(jaxpr) -> int:
     return total
 
 
-def interleaved_medians(fns, args, repeat):
-    for fn in fns:
-        jax.block_until_ready(fn(*args))
-    times = [[] for _ in fns]
+def interleaved_medians(steps, params, x, repeat):
+    """Median time of each compiled step, called in turn (load hits all alike); each step
+    feeds its own parameters back, as they are donated."""
+    ps = [jax.tree.map(jnp.copy, p) for p in params]
+    for i, c in enumerate(steps):
+        _, ps[i] = jax.block_until_ready(c(ps[i], x))
+    times = [[] for _ in steps]
     for _ in range(repeat):
-        for i, fn in enumerate(fns):
+        for i, c in enumerate(steps):
             t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
+            _, ps[i] = jax.block_until_ready(c(ps[i], x))
             times[i].append(time.perf_counter() - t0)
     return [float(np.median(t)) for t in times]
 
@@ -125,11 +142,17 @@ def autodiff_steps(blocks, state, n, width):
 
         return loss
 
-    def loss_scan(params, x):
-        """Stacked weights of the full segments, a lax.scan over checkpointed segments."""
-        m = n // k
+    m = n // k
+
+    def stack(params):
+        """The full segments' weights stacked (m, k, ...) for a lax.scan; the rest as is."""
         W = jnp.stack([p[0]["W"] for p in params[: m * k]]).reshape(m, k, width, width)
         b = jnp.stack([p[0]["b"] for p in params[: m * k]]).reshape(m, k, width)
+        return W, b, params[m * k :]
+
+    def loss_scan(stacked, x):
+        """A lax.scan over checkpointed segments of the stacked weights."""
+        W, b, rest = stacked
 
         @jax.checkpoint
         def segment(x, wb):
@@ -138,23 +161,29 @@ def autodiff_steps(blocks, state, n, width):
             return x, None
 
         x, _ = jax.lax.scan(segment, x, (W, b))
-        for p in params[m * k :]:
+        for p in rest:
             x = x + jnp.tanh(x @ p[0]["W"] + p[0]["b"])
         return 0.5 * jnp.mean(x * x)
 
     pol = jax.checkpoint_policies
     return {
-        "autodiff": (jax.value_and_grad(loss_plain), None),
-        "jax.checkpoint √n": (jax.value_and_grad(loss_segments(pol.nothing_saveable)), None),
+        "autodiff": (jax.value_and_grad(loss_plain), None, None),
+        "jax.checkpoint √n": (
+            jax.value_and_grad(loss_segments(pol.nothing_saveable)),
+            None,
+            None,
+        ),
         "jax.checkpoint √n, dots saveable": (
             jax.value_and_grad(loss_segments(pol.dots_saveable)),
+            None,
             None,
         ),
         "jax.checkpoint √n, barriers kept": (
             jax.value_and_grad(loss_segments(pol.nothing_saveable)),
             KEEP_BARRIERS,
+            None,
         ),
-        "jax.checkpoint √n, scan": (jax.value_and_grad(loss_scan), None),
+        "jax.checkpoint √n, scan": (jax.value_and_grad(loss_scan), None, stack),
     }
 
 
@@ -182,7 +211,8 @@ def mlp_depth(n, width, batch, repeat, seed):
     _, params, state = jaxbp.serial(*blocks).init(jax.random.key(seed), (width,))
     x = jax.random.normal(jax.random.key(seed + 1), (batch, width), jnp.float32)
     act = batch * width * 4  # bytes of one activation
-    rows, fns = {}, []
+    work = (width * width + width) * 4 + 2 * act  # one block's gradient, δ and the next δ
+    rows, fns, inputs = {}, [], []
     for name, (model, _) in jaxbp_models(blocks).items():
         step = manual_step(model, state)
         c = compiled(step, params, x)
@@ -192,14 +222,17 @@ def mlp_depth(n, width, batch, repeat, seed):
             cost = SCHEDULES[name].cost(n)
             plan = SCHEDULES[name].plan(n)
             row["formula_extra_forward"] = cost.extra_forward
-            row["formula_MiB"] = recompute.plan_memory(plan, act, 2 * act) / MIB
+            row["formula_MiB"] = (recompute.plan_memory(plan, act, 2 * act) + work) / MIB
         rows[name] = row
         fns.append((name, c))
-    for name, (fn, options) in autodiff_steps(blocks, state, n, width).items():
-        c = compiled(fn, params, x, options=options)
+        inputs.append(params)
+    for name, (fn, options, transform) in autodiff_steps(blocks, state, n, width).items():
+        p = params if transform is None else transform(params)
+        c = compiled(fn, p, x, options=options)
         rows[name] = {"temp_MiB": temp_bytes(c) / MIB}
         fns.append((name, c))
-    times = interleaved_medians([c for _, c in fns], (params, x), repeat)
+        inputs.append(p)
+    times = interleaved_medians([c for _, c in fns], inputs, x, repeat)
     for (name, _), t in zip(fns, times):
         rows[name]["time_ms"] = 1e3 * t
     for row in rows.values():
@@ -260,7 +293,7 @@ def lstm_T(T, hidden, batch, features, repeat, seed):
         c = compiled(fn, params, x)
         rows[name] = {"temp_MiB": temp_bytes(c) / MIB}
         comp.append(c)
-    for name, t in zip(fns, interleaved_medians(comp, (params, x), repeat)):
+    for name, t in zip(fns, interleaved_medians(comp, [params] * len(comp), x, repeat)):
         rows[name]["time_ms"] = 1e3 * t
     return {"T": T, "k": k, "variants": rows}
 
