@@ -209,6 +209,7 @@ SCHEDULES = {
 def mlp_depth(n, width, batch, repeat, seed):
     blocks = [block(width) for _ in range(n)]
     _, params, state = jaxbp.serial(*blocks).init(jax.random.key(seed), (width,))
+    params = jax.tree.map(lambda a: a.astype(jnp.float32), params)  # float32 even under x64
     x = jax.random.normal(jax.random.key(seed + 1), (batch, width), jnp.float32)
     act = batch * width * 4  # bytes of one activation
     work = (width * width + width) * 4 + 2 * act  # one block's gradient, δ and the next δ
@@ -250,6 +251,7 @@ def lstm_T(T, hidden, batch, features, repeat, seed):
     plain = jaxbp.LSTM(hidden, return_sequences=False)
     ck = jaxbp.LSTM(hidden, return_sequences=False, checkpoint_every=k)
     _, params, state = plain.init(jax.random.key(seed), (T, features))
+    params = jax.tree.map(lambda a: a.astype(jnp.float32), params)
     x = jax.random.normal(jax.random.key(seed + 1), (batch, T, features), jnp.float32)
     lstm = jaxbp.layers.recurrent
 

@@ -19,6 +19,7 @@ EXPERIMENTS = [
     "experiments.bench_rnn",
     "experiments.adding_problem",
     "experiments.exploding_gradients",
+    "experiments.memory",
 ]
 
 
