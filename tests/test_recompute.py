@@ -47,7 +47,7 @@ SCHEDULES = [
 ]
 
 
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_checkpointed_is_serial_bit_for_bit(jit):
     """Every schedule, with dropout in train mode: same output, state and gradients as serial
     — bit for bit in one compiled program; eager, serial runs op by op while a recomputation
@@ -88,6 +88,7 @@ def test_remat_is_the_layer_bit_for_bit(jit):
             assert same(run(barrier, params, state, x, dy, train, jax.random.key(4)), expected)
 
 
+@pytest.mark.slow  # extra coverage beyond the registry's, outside the CI time budget
 def test_other_cases_pass_the_gradient_check():
     """The builders left out of the registry for its time budget."""
     rng = np.random.default_rng(0)
@@ -103,6 +104,7 @@ def test_other_cases_pass_the_gradient_check():
         assert report.ok and report.results
 
 
+@pytest.mark.slow  # the registry checks the segmented cells against jax.vjp
 @pytest.mark.parametrize("sequences", [True, False])
 def test_recurrent_segments_match_the_plain_layer(sequences):
     """T = 7 in segments of 3 (a tail of 1) and T = 2 < k: outputs and gradients to rounding."""
