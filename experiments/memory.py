@@ -529,9 +529,12 @@ def headline(s, depth, quick):
 
 def main(argv=None) -> int:
     p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=None, help="timed calls per variant")
     args = p.parse_args(argv)
     out = common.out_dir(args)
     z = sizes(args.quick)
+    if args.repeat:
+        z["repeat"] = args.repeat
     t0 = time.perf_counter()
     proof = isolation_proof(*z["proof"])
     print("isolation proof (temp MiB):", {k: round(v, 1) for k, v in proof["temp_MiB"].items()})
