@@ -33,6 +33,7 @@ EXPERIMENTS = [
     "experiments.vae",
     "experiments.gan",
     "experiments.mixed_precision",
+    "experiments.memory",
 ]
 
 

@@ -20,6 +20,7 @@ from jaxbp import (
     models,
     optim,
     precision,
+    recompute,
     train,
 )
 from jaxbp.activations import (
@@ -60,6 +61,7 @@ from jaxbp.layers import (
 from jaxbp.losses import Loss
 from jaxbp.models import MLP, value_and_grad
 from jaxbp.precision import dynamic_loss_scale
+from jaxbp.recompute import checkpointed, remat
 from jaxbp.train import fit, make_train_step
 
 __version__ = "0.1.0"
@@ -113,6 +115,7 @@ __all__ = [
     "autodiff",
     "check",
     "checkpoint",
+    "checkpointed",
     "data",
     "distributed",
     "dynamic_loss_scale",
@@ -126,6 +129,8 @@ __all__ = [
     "optim",
     "parallel",
     "precision",
+    "recompute",
+    "remat",
     "residual",
     "serial",
     "train",

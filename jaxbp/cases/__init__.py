@@ -1,13 +1,14 @@
 """The one registry of every built-in layer, loss and model, used by the tests and by
 `python -m jaxbp.check`. Each family adds its cases in a module of its own."""
 
-from jaxbp.cases import conv, core, distributed, generative, recurrent
+from jaxbp.cases import conv, core, distributed, generative, memory, recurrent
 from jaxbp.cases.base import Case, layer_case, loss_case, model_case
 
 CASES: list[Case] = [
     *core.CASES,
     *conv.CASES,
     *recurrent.CASES,
+    *memory.CASES,
     *generative.CASES,
     *distributed.CASES,
 ]

@@ -312,7 +312,7 @@ def lstm_forward(params, x, h0=None, c0=None, mask=None, *, return_sequences=Tru
 
 
 @jax.jit
-def lstm_backward(params, residuals, dy):
+def lstm_backward(params, residuals, dy, dc_T=None):
     """BPTT for the LSTM. The reverse scan carries (∂L/∂h_t, ∂L/∂c_t). With g_h = ∂L/∂h_t (from
     the output and step t + 1) and τ = tanh(c_t):
 
@@ -324,7 +324,8 @@ def lstm_backward(params, residuals, dy):
 
     (masked step: δ_t = 0 and both state gradients pass through unchanged); the parameter and
     input gradients are single matmuls over all δ_t after the scan. The scan reads c_{t−1} and
-    carries c_t down from step t + 1.
+    carries c_t down from step t + 1. `dc_T` is a gradient reaching c_T from later steps (BPTT
+    by segments, `LSTM(checkpoint_every=k)`); None means zero.
     Returns (dparams, dx, dh0, dc0).
     """
     x, h0, hs, c_prev_all, c_T, gates, m = residuals
@@ -353,7 +354,8 @@ def lstm_backward(params, residuals, dy):
             dc_prev = jnp.where(m_t, dc_prev, dc)
         return (dh_prev, dc_prev, c_prev), delta.astype(dh_T.dtype)
 
-    init = (dh_T.astype(acc), jnp.zeros_like(dh_T, acc), c_T)
+    dc_init = jnp.zeros_like(dh_T, acc) if dc_T is None else dc_T.astype(acc)
+    init = (dh_T.astype(acc), dc_init, c_T)
     xs = (gates, c_prev_all, dys, m)
     (dh0, dc0, _), deltas = lax.scan(step, init, xs, reverse=True)  # deltas: (T, B, 4H)
     dh0, dc0 = dh0.astype(dh_T.dtype), dc0.astype(dh_T.dtype)
@@ -473,6 +475,112 @@ def gru_backward(params, residuals, dy):
     return dparams, dx, dh0
 
 
+# ------------------------------------------------- BPTT by segments (checkpoint_every=k)
+
+
+class SegmentResiduals(NamedTuple):
+    x: jax.Array  # the input, (B, T, F)
+    mask: Any  # (B, T) bool, or None
+    starts: tuple  # the states entering each full segment, each (T // k, B, H)
+    tail_start: tuple  # the states entering the last T mod k steps, each (B, H)
+
+
+def _zero_states(x, params, n_states):
+    return tuple(_zeros_state(x, params["W"], params["U"].shape[0]) for _ in range(n_states))
+
+
+@partial(jax.jit, static_argnums=(0, 1, 6, 7))
+def segments_forward(cell_forward, last_states, params, x, states, mask, k, sequences):
+    """Run a cell over T steps in segments of k, keeping only the states entering each
+    segment: memory (T/k)·(B, H) per state instead of T steps of residuals.
+
+    `cell_forward(params, x, *states, mask, return_sequences=True) -> (hs, residuals)` is the
+    cell's plain forward op, run on each segment; `last_states(hs, residuals)` reads the
+    states after it. Returns (y, SegmentResiduals).
+    """
+    B, T, _ = x.shape
+    n = T // k
+    states = tuple(
+        s if s is not None else z for s, z in zip(states, _zero_states(x, params, len(states)))
+    )
+
+    def run(x_seg, start, m_seg):
+        hs, res = cell_forward(params, x_seg, *start, m_seg, return_sequences=True)
+        return hs, last_states(hs, res)
+
+    def step(carry, s):
+        start, out = carry
+        x_seg = lax.dynamic_slice_in_dim(x, s * k, k, axis=1)  # (B, k, F)
+        m_seg = None if mask is None else lax.dynamic_slice_in_dim(mask, s * k, k, axis=1)
+        hs, end = run(x_seg, start, m_seg)
+        if sequences:
+            out = lax.dynamic_update_slice_in_dim(out, hs, s * k, axis=1)
+        return (end, out), start
+
+    out = jnp.zeros((B, T, params["U"].shape[0]), states[0].dtype) if sequences else None
+    if n:
+        (tail_start, out), starts = lax.scan(step, (states, out), jnp.arange(n))
+    else:  # T < k: a single (short) segment
+        tail_start, starts = states, tuple(s[None][:0] for s in states)
+    y = out if sequences else tail_start[0]
+    if n * k < T:  # the last T mod k steps, outside the scan
+        m_tail = None if mask is None else mask[:, n * k :]
+        hs, end = run(x[:, n * k :], tail_start, m_tail)
+        y = jnp.concatenate([out[:, : n * k], hs], axis=1) if sequences else end[0]
+    return y, SegmentResiduals(x, mask, starts, tail_start)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 5))
+def segments_backward(cell_forward, cell_backward, params, res, dy, k):
+    """BPTT by segments, last to first: rerun the segment's forward from its stored start
+    states (now keeping the residuals), then the cell's backward on it, with the gradients
+    reaching its last states from the later segments (∂L/∂h_end is added to the gradient of
+    the segment's last output, ∂L/∂c_end is passed as `dc_T`). Parameter gradients are summed
+    over segments. Returns (dparams, dx, *dstates0).
+    """
+    x, mask, starts, tail_start = res
+    B, T, F = x.shape
+    n = T // k
+    sequences = dy.ndim == 3
+    H = params["U"].shape[0]
+
+    def reverse(x_seg, start, m_seg, dy_seg, dstates):
+        _, seg_res = cell_forward(params, x_seg, *start, m_seg, return_sequences=True)
+        dy_seg = dy_seg.at[:, -1].add(dstates[0])  # h_end is the segment's last output
+        dparams, dx_seg, *d_start = cell_backward(params, seg_res, dy_seg, *dstates[1:])
+        return dparams, dx_seg, tuple(d_start)
+
+    dstates = (jnp.zeros((B, H), dy.dtype) if sequences else dy,)
+    dstates += tuple(jnp.zeros_like(s) for s in tail_start[1:])
+    dx = jnp.zeros_like(x)
+    dparams = jax.tree.map(jnp.zeros_like, params)
+    if n * k < T:
+        m_tail = None if mask is None else mask[:, n * k :]
+        dy_tail = dy[:, n * k :] if sequences else jnp.zeros((B, T - n * k, H), dy.dtype)
+        dparams, dx_tail, dstates = reverse(x[:, n * k :], tail_start, m_tail, dy_tail, dstates)
+        dx = dx.at[:, n * k :].set(dx_tail)
+
+    def step(carry, s):
+        dstates, dparams, dx = carry
+        x_seg = lax.dynamic_slice_in_dim(x, s * k, k, axis=1)
+        m_seg = None if mask is None else lax.dynamic_slice_in_dim(mask, s * k, k, axis=1)
+        start = jax.tree.map(lambda a: a[s], starts)
+        dy_seg = (
+            lax.dynamic_slice_in_dim(dy, s * k, k, axis=1)
+            if sequences
+            else jnp.zeros((B, k, H), dy.dtype)
+        )
+        dp, dx_seg, dstates = reverse(x_seg, start, m_seg, dy_seg, dstates)
+        dparams = jax.tree.map(jnp.add, dparams, dp)
+        dx = lax.dynamic_update_slice_in_dim(dx, dx_seg, s * k, axis=1)
+        return (dstates, dparams, dx), None
+
+    if n:
+        init = (dstates, dparams, dx)
+        (dstates, dparams, dx), _ = lax.scan(step, init, jnp.arange(n), reverse=True)
+    return (dparams, dx, *dstates)
+
+
 # ------------------------------------------------------------------------------- layers
 
 
@@ -540,10 +648,26 @@ def _unpack(name, inputs, state_keys, in_dim, hidden):
     return x, states, mask, given
 
 
-def _recurrent_layer(name, hidden, return_sequences, init_fn, forward_fn, backward_fn, keys):
-    """A Layer around a cell's ops; `keys` names its initial states ('h0', maybe 'c0')."""
+def _recurrent_layer(
+    name, hidden, return_sequences, init_fn, forward_fn, backward_fn, keys, segments=None
+):
+    """A Layer around a cell's ops; `keys` names its initial states ('h0', maybe 'c0').
+
+    `segments = (k, cell_forward, cell_backward, last_states)` switches to BPTT by segments
+    of k steps (`segments_forward` / `segments_backward`)."""
 
     init_params = jax.jit(init_fn, static_argnums=1)  # one compiled call, not one per op
+    if segments is not None:
+        k, cell_forward, cell_backward, last_states = segments
+
+        def forward_fn(params, x, *rest, return_sequences):
+            *states, mask = rest
+            return segments_forward(
+                cell_forward, last_states, params, x, states, mask, k, return_sequences
+            )
+
+        def backward_fn(params, res, dy):
+            return segments_backward(cell_forward, cell_backward, params, res, dy, k)
 
     def init(key, in_shape):
         time, features = _in_shape(name, in_shape)
@@ -568,6 +692,21 @@ def _recurrent_layer(name, hidden, return_sequences, init_fn, forward_fn, backwa
     return Layer(init, forward, backward, name)
 
 
+def _last_h(hs, res):
+    return (hs[:, -1],)
+
+
+def _last_h_c(hs, res):
+    return (hs[:, -1], res.c_T)
+
+
+def _segments(name, k, cell_forward, cell_backward, last_states):
+    if k is None:
+        return None
+    k = positive_int(name, "checkpoint_every", k)
+    return k, cell_forward, cell_backward, last_states
+
+
 def _check_bool(name, what, value):
     if not isinstance(value, bool):
         raise TypeError(f"{name}: {what} must be True or False, got {value!r}")
@@ -580,25 +719,35 @@ def RNN(
     w_init="xavier_uniform",
     u_init="orthogonal",
     b_init="zeros",
+    checkpoint_every: int | None = None,
 ) -> Layer:
     """Vanilla (Elman) RNN h_t = f(x_t W + h_{t−1} U + b), f = tanh or relu.
 
     Input (batch, time, F) or a dict {"x", "mask", "h0"} (see the module docstring); output all
     states (batch, time, hidden) or, with `return_sequences=False`, the last (batch, hidden).
+    `checkpoint_every=k`: BPTT by segments (see `LSTM`).
     """
     name = f"RNN({hidden}, {activation})"
     hidden = positive_int(name, "hidden", hidden)
     _check_bool(name, "return_sequences", return_sequences)
     if activation not in _RNN_ACTIVATIONS:
         raise ValueError(f"{name}: activation must be one of {_RNN_ACTIVATIONS}")
+
+    def forward(p, x, h0, mask, **kw):
+        return rnn_forward(p, x, h0, mask, activation=activation, **kw)
+
+    def backward(p, res, dy):
+        return rnn_backward(p, res, dy, activation=activation)
+
     return _recurrent_layer(
         name,
         hidden,
         return_sequences,
         lambda key, f: rnn_init(key, f, hidden, w_init, u_init, b_init),
-        lambda p, x, h0, mask, **kw: rnn_forward(p, x, h0, mask, activation=activation, **kw),
-        lambda p, res, dy: rnn_backward(p, res, dy, activation=activation),
+        forward,
+        backward,
         ("h0",),
+        _segments(name, checkpoint_every, forward, backward, _last_h),
     )
 
 
@@ -609,12 +758,21 @@ def LSTM(
     w_init="xavier_uniform",
     u_init="orthogonal",
     b_init="zeros",
+    checkpoint_every: int | None = None,
 ) -> Layer:
     """Long short-term memory layer (gates [i, f, g, o]; equations in `lstm_forward`).
 
     Input (batch, time, F) or a dict {"x", "mask", "h0", "c0"}; output all hidden states
     (batch, time, hidden) or the last (batch, hidden). The forget-gate bias starts at
     `forget_bias` (default 1.0).
+
+    `checkpoint_every=k`: BPTT with checkpoints (`segments_forward`/`segments_backward`). The
+    forward keeps only the states (h, c) entering each segment of k steps; the backward
+    reruns each segment's forward from them, last segment first, and backpropagates through
+    it. Memory ∝ T/k (stored states) + k (one segment's residuals) instead of T — least at
+    k ≈ √T — for one more forward of the sequence. Outputs and gradients equal the plain
+    layer's up to rounding: the input projection runs per segment and the parameter gradients
+    are summed per segment (other summation orders; float64 differences ~1e-16).
     """
     name = f"LSTM({hidden})"
     hidden = positive_int(name, "hidden", hidden)
@@ -629,6 +787,7 @@ def LSTM(
         lstm_forward,
         lstm_backward,
         ("h0", "c0"),
+        _segments(name, checkpoint_every, lstm_forward, lstm_backward, _last_h_c),
     )
 
 
@@ -638,10 +797,12 @@ def GRU(
     w_init="xavier_uniform",
     u_init="orthogonal",
     b_init="zeros",
+    checkpoint_every: int | None = None,
 ) -> Layer:
     """Gated recurrent unit (reset gate after the product, as cuDNN; equations in
     `gru_forward`). Input (batch, time, F) or a dict {"x", "mask", "h0"}; output all states
-    (batch, time, hidden) or the last (batch, hidden)."""
+    (batch, time, hidden) or the last (batch, hidden). `checkpoint_every=k`: BPTT by
+    segments (see `LSTM`)."""
     name = f"GRU({hidden})"
     hidden = positive_int(name, "hidden", hidden)
     _check_bool(name, "return_sequences", return_sequences)
@@ -653,6 +814,7 @@ def GRU(
         gru_forward,
         gru_backward,
         ("h0",),
+        _segments(name, checkpoint_every, gru_forward, gru_backward, _last_h),
     )
 
 

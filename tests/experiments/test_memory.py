@@ -1,0 +1,25 @@
+"""The memory experiment at a tiny size: every variant measured, formulas met, report built."""
+
+import json
+
+from experiments import common
+from experiments import memory as mem
+
+
+def test_memory_experiment_pieces(tmp_path):
+    proof = mem.isolation_proof(8, 32, 64, 2)
+    t = proof["temp_MiB"]
+    assert t["jaxbp every(k), isolation=cond"] < t["jaxbp store-all"]
+    mlp = [mem.mlp_depth(n, 16, 8, 1, 0) for n in (4, 9)]
+    lstm = [mem.lstm_T(T, 4, 2, 3, 1, 0) for T in (9, 16)]
+    for r in mlp:
+        for name in mem.SCHEDULES:
+            row = r["variants"][name]
+            assert row["extra_forward"] == row["formula_extra_forward"], name
+    s = mem.summarize(mlp, lstm)
+    assert s["extra_forward_matches_formulas"]
+    heads = mem.headline(s, 9, True)
+    figs = mem.figures(tmp_path, mlp, lstm)
+    assert all((tmp_path / f).exists() for f in figs)
+    common.save_json(tmp_path / "m.json", {"report": {"headline": heads}})
+    assert json.loads((tmp_path / "m.json").read_text())["report"]["headline"]
