@@ -41,10 +41,13 @@ from jaxbp.layers import (
     LayerNorm,
     MaxPool1D,
     MaxPool2D,
+    MultiHeadAttention,
+    PositionalEmbedding,
     Reshape,
+    TransformerBlock,
 )
 from jaxbp.losses import Loss
-from jaxbp.models import MLP, value_and_grad
+from jaxbp.models import GPT, MLP, value_and_grad
 from jaxbp.train import fit, make_train_step
 
 __version__ = "0.1.0"
@@ -72,6 +75,7 @@ __all__ = [
     "Elu",
     "Embedding",
     "Flatten",
+    "GPT",
     "GRU",
     "Gelu",
     "GlobalAvgPool",
@@ -85,6 +89,8 @@ __all__ = [
     "MLP",
     "MaxPool1D",
     "MaxPool2D",
+    "MultiHeadAttention",
+    "PositionalEmbedding",
     "RNN",
     "Relu",
     "Reshape",
@@ -93,6 +99,7 @@ __all__ = [
     "Softmax",
     "Softplus",
     "Tanh",
+    "TransformerBlock",
     "activations",
     "autodiff",
     "check",

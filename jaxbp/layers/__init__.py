@@ -1,6 +1,17 @@
 """Layer families, one module each: ops (init/forward/backward) and their Layer constructors."""
 
-from jaxbp.layers import conv, dense, dropout, embedding, norm, pool, recurrent
+from jaxbp.layers import (
+    attention,
+    conv,
+    dense,
+    dropout,
+    embedding,
+    norm,
+    pool,
+    recurrent,
+    transformer,
+)
+from jaxbp.layers.attention import MultiHeadAttention
 from jaxbp.layers.conv import Conv1D, Conv2D
 from jaxbp.layers.dense import Dense
 from jaxbp.layers.dropout import Dropout
@@ -16,6 +27,7 @@ from jaxbp.layers.pool import (
     Reshape,
 )
 from jaxbp.layers.recurrent import GRU, LSTM, RNN, Bidirectional
+from jaxbp.layers.transformer import PositionalEmbedding, TransformerBlock
 
 __all__ = [
     "GRU",
@@ -35,7 +47,11 @@ __all__ = [
     "LayerNorm",
     "MaxPool1D",
     "MaxPool2D",
+    "MultiHeadAttention",
+    "PositionalEmbedding",
     "Reshape",
+    "TransformerBlock",
+    "attention",
     "conv",
     "dense",
     "dropout",
@@ -43,4 +59,5 @@ __all__ = [
     "norm",
     "pool",
     "recurrent",
+    "transformer",
 ]
