@@ -19,6 +19,8 @@ EXPERIMENTS = [
     "experiments.bench_rnn",
     "experiments.adding_problem",
     "experiments.exploding_gradients",
+    "experiments.bench_attention",
+    "experiments.char_lm",
 ]
 
 

@@ -56,6 +56,11 @@ def _positional(rng):
     return jaxbp.PositionalEmbedding(T + size(rng, 0, 3)), (T, size(rng, 1, 4))
 
 
+def _feed_forward(rng):
+    extra = tuple(size(rng, 1, 3) for _ in range(int(rng.integers(0, 2))))  # e.g. a time axis
+    return jaxbp.FeedForward(size(rng, 1, 6)), (*extra, size(rng, 1, 5))
+
+
 def _transformer_block(rng):
     heads = size(rng, 1, 2)
     dim = heads * size(rng, 4 // heads, 4 // heads + 1)  # LayerNorm over >= 4 features
@@ -96,6 +101,7 @@ CASES = [
     layer_case("MultiHeadAttention", _mha),
     layer_case("MultiHeadAttention+mask", _mha_masked),
     layer_case("PositionalEmbedding", _positional),
+    layer_case("FeedForward", _feed_forward),
     layer_case("TransformerBlock", _transformer_block),
     loss_case("token_cross_entropy", _token_ce),
     model_case("GPT (2 layers, tied head)", _gpt),

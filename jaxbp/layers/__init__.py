@@ -27,7 +27,7 @@ from jaxbp.layers.pool import (
     Reshape,
 )
 from jaxbp.layers.recurrent import GRU, LSTM, RNN, Bidirectional
-from jaxbp.layers.transformer import PositionalEmbedding, TransformerBlock
+from jaxbp.layers.transformer import FeedForward, PositionalEmbedding, TransformerBlock
 
 __all__ = [
     "GRU",
@@ -42,6 +42,7 @@ __all__ = [
     "Dense",
     "Dropout",
     "Embedding",
+    "FeedForward",
     "Flatten",
     "GlobalAvgPool",
     "LayerNorm",

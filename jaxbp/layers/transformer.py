@@ -4,7 +4,11 @@
 input, y[b, t] = x[b, t] + P[t]. Backward: dx = δ, and each used row gets the sum over the
 batch, ∂L/∂P[t] = Σ_b δ[b, t] (rows t ≥ T get 0).
 
-**TransformerBlock(heads)** is the pre-LayerNorm block of GPT-2, built from the library's own
+**FeedForward(hidden)** is the block's GELU MLP, y = gelu(a W₁ + b₁) W₂ + b₂, written as one
+layer so that it keeps z = a W₁ + b₁ and recomputes gelu(z) in the backward instead of storing
+both (serial(Dense, Gelu, Dense) would keep both: one (…, hidden) array more per block).
+
+**TransformerBlock(heads)** is the pre-LayerNorm block of GPT-2, built from the library's
 layers with `serial` and `residual`:
 
     h = x + Dropout(MHA(LN₁(x)))                 attention sublayer
@@ -26,14 +30,16 @@ Example:
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from jaxbp import init as initializers
-from jaxbp.activations import Gelu
+from jaxbp.activations import gelu, gelu_prime
 from jaxbp.layer import Layer, as_shape, check_float_input, positive_int, residual, serial
+from jaxbp.layers import dense
 from jaxbp.layers.attention import MultiHeadAttention
-from jaxbp.layers.dense import Dense
 from jaxbp.layers.dropout import Dropout
 from jaxbp.layers.norm import LayerNorm
 
@@ -91,14 +97,73 @@ def PositionalEmbedding(max_len: int, w_init=None) -> Layer:
     return Layer(init, forward, backward, name)
 
 
+# ------------------------------------------------------------------ the GELU MLP
+
+
+class FeedForwardResiduals(NamedTuple):
+    a: jax.Array  # (..., C) the input
+    z: jax.Array  # (..., hidden) the pre-activation; gelu(z) is recomputed, not stored
+
+
+def feed_forward_forward(params, a):
+    """y = gelu(a W₁ + b₁) W₂ + b₂; keeps a and z = a W₁ + b₁ only."""
+    z, _ = dense.forward(params["in"], a)  # (..., hidden)
+    y, _ = dense.forward(params["out"], gelu(z))  # (..., C)
+    return y, FeedForwardResiduals(a, z)
+
+
+def feed_forward_backward(params, residuals, dy):
+    """The chain rule through both Dense layers and the GELU, gelu(z) recomputed from z:
+
+    dW₂ = gelu(z)ᵀ δ,  dg = δ W₂ᵀ,  dz = gelu′(z) ⊙ dg,  dW₁ = aᵀ dz,  da = dz W₁ᵀ
+    """
+    a, z = residuals
+    d_out, dg = dense.backward(params["out"], dense.DenseResiduals(gelu(z)), dy)
+    d_in, da = dense.backward(params["in"], dense.DenseResiduals(a), gelu_prime(z) * dg)
+    return {"in": d_in, "out": d_out}, da
+
+
+def FeedForward(hidden: int) -> Layer:
+    """The transformer's MLP on the last axis: y = gelu(a W₁ + b₁) W₂ + b₂, params
+    {'in': {'W', 'b'}, 'out': {'W', 'b'}}. The same numbers as serial(Dense(hidden), Gelu(),
+    Dense(dim)), but it keeps z and not gelu(z) as well: one (…, hidden) array less per block.
+    """
+    name = f"FeedForward({hidden})"
+    hidden = positive_int(name, "hidden", hidden)
+
+    def init(key, in_shape):
+        in_shape = as_shape(in_shape)
+        if len(in_shape) < 1:
+            raise ValueError(f"{name}: needs per-example input of rank >= 1, got {in_shape}")
+        k_in, k_out = jax.random.split(key)
+        params = {
+            "in": dense.init(k_in, in_shape[-1], hidden),
+            "out": dense.init(k_out, hidden, in_shape[-1]),
+        }
+        return in_shape, params, ()
+
+    def forward(params, state, x, *, key=None, train=False):
+        check_float_input(name, x)
+        dim = params["in"]["W"].shape[0]
+        if x.ndim < 2 or x.shape[-1] != dim:
+            raise ValueError(f"{name}: expected input (batch, ..., {dim}), got {tuple(x.shape)}")
+        y, res = feed_forward_forward(params, x)
+        return y, res, state
+
+    def backward(params, residuals, dy):
+        return feed_forward_backward(params, residuals, dy)
+
+    return Layer(init, forward, backward, name)
+
+
 # ------------------------------------------------------------------ transformer block
 
 
 def _block_layers(dim, heads, mlp_ratio, causal, dropout, block_size):
-    """serial(residual(LN, MHA, Dropout), residual(LN, Dense, Gelu, Dense, Dropout))."""
+    """serial(residual(LN, MHA, Dropout), residual(LN, FeedForward, Dropout))."""
     drop = (Dropout(dropout),) if dropout > 0 else ()
     attention = serial(LayerNorm(), MultiHeadAttention(heads, causal, block_size), *drop)
-    mlp = serial(LayerNorm(), Dense(mlp_ratio * dim), Gelu(), Dense(dim), *drop)
+    mlp = serial(LayerNorm(), FeedForward(mlp_ratio * dim), *drop)
     return serial(residual(attention), residual(mlp))
 
 
