@@ -34,6 +34,8 @@ EXPERIMENTS = [
     "experiments.gan",
     "experiments.mixed_precision",
     "experiments.memory",
+    "experiments.bench_attention",
+    "experiments.char_lm",
 ]
 
 

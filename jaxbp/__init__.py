@@ -50,16 +50,20 @@ from jaxbp.layers import (
     Dense,
     Dropout,
     Embedding,
+    FeedForward,
     Flatten,
     GaussianSample,
     GlobalAvgPool,
     LayerNorm,
     MaxPool1D,
     MaxPool2D,
+    MultiHeadAttention,
+    PositionalEmbedding,
     Reshape,
+    TransformerBlock,
 )
 from jaxbp.losses import Loss
-from jaxbp.models import MLP, value_and_grad
+from jaxbp.models import GPT, MLP, value_and_grad
 from jaxbp.precision import dynamic_loss_scale
 from jaxbp.recompute import checkpointed, remat
 from jaxbp.train import fit, make_train_step
@@ -88,7 +92,9 @@ __all__ = [
     "Dropout",
     "Elu",
     "Embedding",
+    "FeedForward",
     "Flatten",
+    "GPT",
     "GRU",
     "GaussianSample",
     "Gelu",
@@ -103,6 +109,8 @@ __all__ = [
     "MLP",
     "MaxPool1D",
     "MaxPool2D",
+    "MultiHeadAttention",
+    "PositionalEmbedding",
     "RNN",
     "Relu",
     "Reshape",
@@ -111,6 +119,7 @@ __all__ = [
     "Softmax",
     "Softplus",
     "Tanh",
+    "TransformerBlock",
     "activations",
     "autodiff",
     "check",

@@ -1,6 +1,18 @@
 """Layer families, one module each: ops (init/forward/backward) and their Layer constructors."""
 
-from jaxbp.layers import conv, dense, dropout, embedding, latent, norm, pool, recurrent
+from jaxbp.layers import (
+    attention,
+    conv,
+    dense,
+    dropout,
+    embedding,
+    latent,
+    norm,
+    pool,
+    recurrent,
+    transformer,
+)
+from jaxbp.layers.attention import MultiHeadAttention
 from jaxbp.layers.conv import Conv1D, Conv2D
 from jaxbp.layers.dense import Dense
 from jaxbp.layers.dropout import Dropout
@@ -17,6 +29,7 @@ from jaxbp.layers.pool import (
     Reshape,
 )
 from jaxbp.layers.recurrent import GRU, LSTM, RNN, Bidirectional
+from jaxbp.layers.transformer import FeedForward, PositionalEmbedding, TransformerBlock
 
 __all__ = [
     "GRU",
@@ -31,13 +44,18 @@ __all__ = [
     "Dense",
     "Dropout",
     "Embedding",
+    "FeedForward",
     "Flatten",
     "GaussianSample",
     "GlobalAvgPool",
     "LayerNorm",
     "MaxPool1D",
     "MaxPool2D",
+    "MultiHeadAttention",
+    "PositionalEmbedding",
     "Reshape",
+    "TransformerBlock",
+    "attention",
     "conv",
     "dense",
     "dropout",
@@ -46,4 +64,5 @@ __all__ = [
     "norm",
     "pool",
     "recurrent",
+    "transformer",
 ]

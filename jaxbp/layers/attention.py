@@ -1,0 +1,444 @@
+"""Scaled dot-product attention and multi-head self-attention, with the backward written out;
+the blocked form never holds a T×T array.
+
+For one head with queries Q, keys K, values V (rows of width d), the scale s = 1/√d and a mask
+A (A_ij = 1 when query i may see key j: key padding and, with `causal`, j ≤ i):
+
+    S = s Q Kᵀ                                  (T, T) scores
+    L_i = log Σ_j A_ij exp(S_ij)                (T,)   row log-sum-exp
+    P_ij = A_ij exp(S_ij − L_i)                 (T, T) weights; each row sums to 1
+    O = P V                                     (T, d)
+
+The forward keeps Q, K, V, O and L only: O(T) numbers per row, never P. Backward, dO = ∂L/∂O:
+
+    P   = A ⊙ exp(S − L)                        recomputed from Q, K and the stored L
+    dV  = Pᵀ dO
+    dP  = dO Vᵀ
+    D_i = Σ_j P_ij dP_ij = Σ_c dO_ic O_ic       rowsum(dO ⊙ O): no T×T product needed
+    dS  = P ⊙ (dP − D)                          the softmax Jacobian, row by row
+    dQ  = s dS K,       dK = s dSᵀ Q
+
+(dS_ij = P_ij (dP_ij − Σ_k P_ik dP_ik) is the softmax backward; Σ_k P_ik dP_ik =
+Σ_k P_ik Σ_c dO_ic V_kc = Σ_c dO_ic O_ic.)
+
+**Fully masked rows.** A query that may see no key at all (every key padded, or causal with
+only padded keys before it) has output O_i = 0 and L_i = 0 by definition; its gradient is 0
+and it adds nothing to dK, dV. No NaN appears, in the forward or in the backward.
+
+**Blocked form** (`block_size=b`): T is padded to a multiple of b (padded keys are masked out,
+padded queries dropped). The forward maps over query blocks and scans over key blocks with the
+online softmax, carrying a running max m, sum l and accumulator a per row:
+
+    m' = max(m, rowmax S_ij),   l' = e^{m−m'} l + rowsum e^{S_ij−m'},
+    a' = e^{m−m'} a + e^{S_ij−m'} V_j,   and at the end  O_i = a / l,  L_i = m + log l
+
+The backward scans over query blocks i and, inside, over key blocks j: recompute P_ij from
+L_i, then dV_j += P_ijᵀ dO_i, dS_ij = P_ij ⊙ (dO_i V_jᵀ − D_i), dQ_i += s dS_ij K_j,
+dK_j += s dS_ijᵀ Q_i. Every step holds b×b tiles, so memory is O(T·d + b²) instead of
+O(T²). With `causal`, key blocks wholly after a query block are skipped (`lax.cond`).
+
+**Precision.** Scores, log-sum-exps, the D sums and every matmul accumulate in at least
+float32 (inputs in bfloat16/float16 are upcast inside), and L is stored in that precision;
+outputs and gradients come back in the input dtype.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxbp.layers import attention
+    >>> q = k = v = jax.random.normal(jax.random.key(0), (2, 4, 5, 8))  # (B, H, T, d)
+    >>> o, res = attention.forward(q, k, v, causal=True)
+    >>> dq, dk, dv = attention.backward(res, jnp.ones_like(o), causal=True)
+    >>> o2, _ = attention.forward(q, k, v, causal=True, block_size=2)  # T = 5: padded to 6
+    >>> o.shape, dq.shape, bool(jnp.allclose(o, o2, atol=1e-5)), res.lse.shape
+    ((2, 4, 5, 8), (2, 4, 5, 8), True, (2, 4, 5))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxbp import init as initializers
+from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
+from jaxbp.layers import dense
+
+
+class AttentionResiduals(NamedTuple):
+    q: jax.Array  # (B, H, T, d)
+    k: jax.Array  # (B, H, T, d)
+    v: jax.Array  # (B, H, T, d)
+    out: jax.Array  # (B, H, T, d) the output O
+    lse: jax.Array  # (B, H, T) row log-sum-exp L, in at least float32
+    key_mask: jax.Array | None  # (B, T) bool, True = a real key; None = every key is real
+
+
+def _acc_dtype(dtype):
+    """The accumulation dtype: float32 for half precision, the dtype itself otherwise."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _visible(key_mask, q_pos, k_pos, causal):
+    """A for one tile: (B or 1, 1, len(q_pos), len(k_pos)) bool."""
+    allowed = key_mask[:, None, None, :]  # (B', 1, 1, Tk)
+    if causal:
+        allowed = allowed & (k_pos[None, :] <= q_pos[:, None])[None, None]
+    return allowed
+
+
+def _full_mask(key_mask, batch, T, Tp):
+    """The (B', Tp) key mask: padded keys (index ≥ T) are never visible."""
+    real = jnp.arange(Tp) < T  # (Tp,)
+    if key_mask is None:
+        return real[None, :]
+    return jnp.pad(key_mask.astype(bool), ((0, 0), (0, Tp - T))) & real[None, :]
+
+
+def _masked_exp(S, allowed, shift):
+    """A ⊙ exp(S − shift), exactly 0 where A = 0 (never exp of a large masked score)."""
+    return jnp.exp(jnp.where(allowed, S - shift, -jnp.inf))
+
+
+# ------------------------------------------------------------------ whole-matrix form
+
+
+def _whole_forward(q, k, v, key_mask, causal):
+    """O, L from the full (T, T) score matrix (inputs already in the accumulation dtype)."""
+    T, d = q.shape[-2:]
+    pos = jnp.arange(T)
+    allowed = _visible(key_mask, pos, pos, causal)  # (B', 1, T, T)
+    S = jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(d)  # (B, H, T, T)
+    m = jnp.max(jnp.where(allowed, S, -jnp.inf), axis=-1, keepdims=True)  # (B, H, T, 1)
+    m = jnp.where(jnp.isfinite(m), m, 0)  # a fully masked row: shift by 0
+    E = _masked_exp(S, allowed, m)  # (B, H, T, T)
+    l = E.sum(axis=-1, keepdims=True)  # (B, H, T, 1); 0 on a fully masked row
+    l_safe = jnp.where(l > 0, l, 1)
+    out = jnp.einsum("bhqk,bhkd->bhqd", E, v) / l_safe  # (B, H, T, d); 0 on a masked row
+    lse = (m + jnp.log(l_safe))[..., 0]  # (B, H, T); 0 on a masked row
+    return out, lse
+
+
+def _whole_backward(q, k, v, out, lse, do, key_mask, causal):
+    T, d = q.shape[-2:]
+    s = 1 / math.sqrt(d)
+    pos = jnp.arange(T)
+    allowed = _visible(key_mask, pos, pos, causal)
+    S = jnp.einsum("bhqd,bhkd->bhqk", q, k) * s  # (B, H, T, T)
+    P = _masked_exp(S, allowed, lse[..., None])  # (B, H, T, T) = A ⊙ exp(S − L)
+    dv = jnp.einsum("bhqk,bhqd->bhkd", P, do)  # Pᵀ dO
+    dP = jnp.einsum("bhqd,bhkd->bhqk", do, v)  # dO Vᵀ
+    D = jnp.sum(do * out, axis=-1, keepdims=True)  # (B, H, T, 1) rowsum(dO ⊙ O)
+    dS = P * (dP - D)  # (B, H, T, T)
+    dq = jnp.einsum("bhqk,bhkd->bhqd", dS, k) * s  # s dS K
+    dk = jnp.einsum("bhqk,bhqd->bhkd", dS, q) * s  # s dSᵀ Q
+    return dq, dk, dv
+
+
+# ------------------------------------------------------------------ blocked form
+
+
+def _blocks(x, b):
+    """(B, H, Tp, ...) -> (Tp/b, B, H, b, ...): the block index first, for scans."""
+    B, H, Tp = x.shape[:3]
+    return jnp.moveaxis(x.reshape(B, H, Tp // b, b, *x.shape[3:]), 2, 0)
+
+
+def _unblocks(x):
+    """Inverse of `_blocks`."""
+    n, B, H, b = x.shape[:4]
+    return jnp.moveaxis(x, 0, 2).reshape(B, H, n * b, *x.shape[4:])
+
+
+def _unless_after(causal, i, j, b, skip, compute, carry):
+    """`compute(carry)`, or `skip(carry)` when causal and key block j lies wholly after query
+    block i (no key in it is visible)."""
+    if not causal:
+        return compute(carry)
+    return lax.cond(j * b > i * b + b - 1, skip, compute, carry)
+
+
+def _blocked_forward(q, k, v, key_mask, causal, b):
+    """Online softmax: map over query blocks, scan over key blocks; b×b tiles only."""
+    d = q.shape[-1]
+    s = 1 / math.sqrt(d)
+    kb, vb = _blocks(k, b), _blocks(v, b)  # (nk, B, H, b, d)
+    mb = jnp.moveaxis(key_mask.reshape(key_mask.shape[0], -1, b), 1, 0)  # (nk, B', b)
+    nk = kb.shape[0]
+
+    def query_block(args):
+        i, q_i = args  # q_i: (B, H, b, d)
+        q_pos = i * b + jnp.arange(b)
+
+        def key_step(carry, xs):
+            j, k_j, v_j, mask_j = xs
+
+            def update(carry):
+                m, l, acc = carry  # (B, H, b, 1), (B, H, b, 1), (B, H, b, d)
+                allowed = _visible(mask_j, q_pos, j * b + jnp.arange(b), causal)
+                S = jnp.einsum("bhqd,bhkd->bhqk", q_i, k_j) * s  # (B, H, b, b)
+                m_blk = jnp.max(jnp.where(allowed, S, -jnp.inf), axis=-1, keepdims=True)
+                m_new = jnp.maximum(m, m_blk)
+                m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0)
+                alpha = jnp.exp(m - m_safe)  # rescales what came before; 0 while m = −∞
+                E = _masked_exp(S, allowed, m_safe)  # (B, H, b, b)
+                l = alpha * l + E.sum(axis=-1, keepdims=True)
+                acc = alpha * acc + jnp.einsum("bhqk,bhkd->bhqd", E, v_j)
+                return m_new, l, acc
+
+            return _unless_after(causal, i, j, b, lambda c: c, update, carry), None
+
+        shape = q_i.shape[:-1] + (1,)
+        init = (jnp.full(shape, -jnp.inf, q.dtype), jnp.zeros(shape, q.dtype), jnp.zeros_like(q_i))
+        (m, l, acc), _ = lax.scan(key_step, init, (jnp.arange(nk), kb, vb, mb))
+        l_safe = jnp.where(l > 0, l, 1)
+        lse = jnp.where(l > 0, m, 0) + jnp.log(l_safe)  # 0 on a fully masked row
+        return acc / l_safe, lse[..., 0]
+
+    qb = _blocks(q, b)
+    out, lse = lax.map(query_block, (jnp.arange(qb.shape[0]), qb))
+    return _unblocks(out), _unblocks(lse)
+
+
+def _blocked_backward(q, k, v, out, lse, do, key_mask, causal, b):
+    """Scan over query blocks (carrying dK, dV) and, inside, over key blocks (carrying dQ_i)."""
+    d = q.shape[-1]
+    s = 1 / math.sqrt(d)
+    D = jnp.sum(do * out, axis=-1)  # (B, H, Tp) rowsum(dO ⊙ O)
+    kb, vb = _blocks(k, b), _blocks(v, b)  # (nk, B, H, b, d)
+    mb = jnp.moveaxis(key_mask.reshape(key_mask.shape[0], -1, b), 1, 0)  # (nk, B', b)
+    nk = kb.shape[0]
+
+    def query_step(carry, xs):
+        dk, dv = carry  # (B, H, Tp, d)
+        i, q_i, do_i, lse_i, D_i = xs  # (B, H, b, d), (B, H, b, d), (B, H, b), (B, H, b)
+        q_pos = i * b + jnp.arange(b)
+
+        def key_step(dq_i, ys):
+            j, k_j, v_j, mask_j = ys
+
+            def tile(dq_i):
+                allowed = _visible(mask_j, q_pos, j * b + jnp.arange(b), causal)
+                S = jnp.einsum("bhqd,bhkd->bhqk", q_i, k_j) * s  # (B, H, b, b)
+                P = _masked_exp(S, allowed, lse_i[..., None])  # A ⊙ exp(S − L)
+                dv_j = jnp.einsum("bhqk,bhqd->bhkd", P, do_i)  # P_ijᵀ dO_i
+                dP = jnp.einsum("bhqd,bhkd->bhqk", do_i, v_j)  # dO_i V_jᵀ
+                dS = P * (dP - D_i[..., None])
+                dk_j = jnp.einsum("bhqk,bhqd->bhkd", dS, q_i) * s  # s dS_ijᵀ Q_i
+                return dq_i + jnp.einsum("bhqk,bhkd->bhqd", dS, k_j) * s, (dk_j, dv_j)
+
+            def skip(dq_i):
+                return dq_i, (jnp.zeros_like(k_j), jnp.zeros_like(v_j))
+
+            return _unless_after(causal, i, j, b, skip, tile, dq_i)
+
+        dq_i, (dk_blocks, dv_blocks) = lax.scan(
+            key_step, jnp.zeros_like(q_i), (jnp.arange(nk), kb, vb, mb)
+        )
+        return (dk + _unblocks(dk_blocks), dv + _unblocks(dv_blocks)), dq_i
+
+    qb, dob = _blocks(q, b), _blocks(do, b)
+    nq = qb.shape[0]
+    xs = (jnp.arange(nq), qb, dob, _blocks(lse, b), _blocks(D, b))
+    (dk, dv), dq_blocks = lax.scan(query_step, (jnp.zeros_like(k), jnp.zeros_like(v)), xs)
+    return _unblocks(dq_blocks), dk, dv
+
+
+# ------------------------------------------------------------------ the op
+
+
+def _pad_time(x, Tp):
+    T = x.shape[2]
+    return x if Tp == T else jnp.pad(x, [(0, 0), (0, 0), (0, Tp - T)] + [(0, 0)] * (x.ndim - 3))
+
+
+def forward(q, k, v, *, key_mask=None, causal=False, block_size=None):
+    """O = softmax(s Q Kᵀ + mask) V over (B, H, T, d); returns (O, AttentionResiduals).
+
+    `key_mask`: (B, T) bool (True = a real key) or None. `block_size`: None for the
+    whole-matrix form, or b for the blocked form (any T; padded to a multiple of b inside).
+    """
+    dtype = q.dtype
+    acc = _acc_dtype(dtype)
+    B, H, T, d = q.shape
+    b = T if block_size is None else block_size
+    Tp = -(-T // b) * b
+    mask = _full_mask(key_mask, B, T, Tp)
+    q32, k32, v32 = (_pad_time(x.astype(acc), Tp) for x in (q, k, v))
+    if block_size is None:
+        out, lse = _whole_forward(q32, k32, v32, mask, causal)
+    else:
+        out, lse = _blocked_forward(q32, k32, v32, mask, causal, b)
+    out = out[:, :, :T].astype(dtype)
+    return out, AttentionResiduals(q, k, v, out, lse[:, :, :T], key_mask)
+
+
+def backward(residuals, dout, *, causal=False, block_size=None):
+    """(dQ, dK, dV) from the stored Q, K, V, O, L (see the module docstring for the formulas)."""
+    q, k, v, out, lse, key_mask = residuals
+    dtype = q.dtype
+    acc = _acc_dtype(dtype)
+    B, H, T, d = q.shape
+    b = T if block_size is None else block_size
+    Tp = -(-T // b) * b
+    mask = _full_mask(key_mask, B, T, Tp)
+    q32, k32, v32, o32, do32 = (_pad_time(x.astype(acc), Tp) for x in (q, k, v, out, dout))
+    lse = _pad_time(lse, Tp)
+    if block_size is None:
+        grads = _whole_backward(q32, k32, v32, o32, lse, do32, mask, causal)
+    else:
+        grads = _blocked_backward(q32, k32, v32, o32, lse, do32, mask, causal, b)
+    return tuple(g[:, :, :T].astype(dtype) for g in grads)
+
+
+def attention(q, k, v, *, key_mask=None, causal=False, block_size=None):
+    """The output O alone (no residuals): softmax(s Q Kᵀ + mask) V."""
+    return forward(q, k, v, key_mask=key_mask, causal=causal, block_size=block_size)[0]
+
+
+# ------------------------------------------------------------------ multi-head self-attention
+
+
+class MultiHeadAttentionResiduals(NamedTuple):
+    x: jax.Array  # (B, T, C) the input of the qkv projection
+    attention: AttentionResiduals  # per head: q, k, v, O, L (the output projection reads O)
+    form: dict | None  # None for an array input; {key: None} for a dict input (no leaves)
+
+
+def _split_heads(x, heads):
+    """(B, T, C) -> (B, H, T, C/H): head h owns columns h·d … (h+1)·d − 1."""
+    B, T, C = x.shape
+    return x.reshape(B, T, heads, C // heads).transpose(0, 2, 1, 3)
+
+
+def _merge_heads(x):
+    """(B, H, T, d) -> (B, T, H·d), the inverse of `_split_heads`."""
+    B, H, T, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, T, H * d)
+
+
+def mha_init(key, dim: int, w_init="xavier_uniform"):
+    """{'W_qkv': (C, 3C), 'b_qkv': (3C,), 'W_o': (C, C), 'b_o': (C,)}; biases start at 0."""
+    k_qkv, k_o = jax.random.split(key)
+    w_init = initializers.get(w_init)
+    return {
+        "W_qkv": w_init(k_qkv, (dim, 3 * dim)),
+        "b_qkv": jnp.zeros((3 * dim,)),
+        "W_o": w_init(k_o, (dim, dim)),
+        "b_o": jnp.zeros((dim,)),
+    }
+
+
+def mha_forward(params, x, *, heads, key_mask=None, causal=False, block_size=None):
+    """y = concat_h attention(x W_q^h, x W_k^h, x W_v^h) W_o + b_o (biases on q, k, v too)."""
+    qkv, _ = dense.forward({"W": params["W_qkv"], "b": params["b_qkv"]}, x)  # (B, T, 3C)
+    q, k, v = (_split_heads(t, heads) for t in jnp.split(qkv, 3, axis=-1))  # (B, H, T, d)
+    o, att = forward(q, k, v, key_mask=key_mask, causal=causal, block_size=block_size)
+    y, _ = dense.forward({"W": params["W_o"], "b": params["b_o"]}, _merge_heads(o))  # (B, T, C)
+    return y, MultiHeadAttentionResiduals(x, att, None)
+
+
+def mha_backward(params, residuals, dy, *, causal=False, block_size=None):
+    """(dparams, dx): the output projection, the attention op, the qkv projection, in reverse."""
+    x, att, _ = residuals
+    o = _merge_heads(att.out)  # (B, T, C), the output projection's input
+    dp_o, do = dense.backward({"W": params["W_o"], "b": params["b_o"]}, dense.DenseResiduals(o), dy)
+    heads = att.q.shape[1]
+    dq, dk, dv = backward(att, _split_heads(do, heads), causal=causal, block_size=block_size)
+    dqkv = jnp.concatenate([_merge_heads(g) for g in (dq, dk, dv)], axis=-1)  # (B, T, 3C)
+    dp_qkv, dx = dense.backward(
+        {"W": params["W_qkv"], "b": params["b_qkv"]}, dense.DenseResiduals(x), dqkv
+    )
+    dparams = {"W_qkv": dp_qkv["W"], "b_qkv": dp_qkv["b"], "W_o": dp_o["W"], "b_o": dp_o["b"]}
+    return dparams, dx
+
+
+def _mha_unpack(name, inputs, dim):
+    """Validate the input; return (x, key_mask or None, the input's form for the backward)."""
+    if isinstance(inputs, dict):
+        if set(inputs) - {"x", "mask"} or "x" not in inputs:
+            raise ValueError(
+                f"{name}: a dict input takes the keys ('x', 'mask'), got {sorted(inputs)}"
+            )
+        x, mask, form = inputs["x"], inputs.get("mask"), {key: None for key in inputs}
+    else:
+        x, mask, form = inputs, None, None
+    check_float_input(name, x)
+    shape = tuple(jnp.shape(x))
+    if len(shape) != 3 or shape[-1] != dim or shape[1] < 1:
+        raise ValueError(
+            f"{name}: expected input of shape (batch, time >= 1, {dim}) [rank 3], got {shape}"
+        )
+    if mask is not None:
+        dtype = jnp.result_type(mask)
+        if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_)):
+            raise TypeError(
+                f"{name}: the key mask must be bool or integer (true = a real key), got dtype "
+                f"{dtype}; use mask.astype(bool)"
+            )
+        if tuple(jnp.shape(mask)) != shape[:2]:
+            raise ValueError(
+                f"{name}: the key mask must have shape (batch, time) = {shape[:2]} for input "
+                f"{shape}, got {tuple(jnp.shape(mask))}"
+            )
+        mask = jnp.asarray(mask).astype(bool)
+    return x, mask, form
+
+
+def MultiHeadAttention(
+    heads: int, causal: bool = False, block_size: int | None = None, w_init="xavier_uniform"
+) -> Layer:
+    """Multi-head self-attention on (batch, time, dim), or on a dict {"x", "mask"} with a
+    (batch, time) key mask (True = a real key; padded keys are never attended to).
+
+    Parameters: `W_qkv` (dim, 3·dim) with columns [q | k | v], each head's d = dim/heads
+    columns contiguous inside each block; `b_qkv` (3·dim,); `W_o` (dim, dim); `b_o` (dim,).
+    This is PyTorch's `nn.MultiheadAttention` layout transposed: `W_qkv = in_proj_weight.T`,
+    `b_qkv = in_proj_bias`, `W_o = out_proj.weight.T`, `b_o = out_proj.bias`, so weights port
+    both ways. `causal`: query i sees keys j ≤ i. `block_size`: None for the whole-matrix
+    attention, b for the blocked form that never holds a T×T array (same numbers). With a dict
+    input, dx is {"x": ∂L/∂x, "mask": None}. A query that sees no key gets attention output 0
+    (so y = b_o there) and passes no gradient through the attention.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxbp
+        >>> mha = jaxbp.MultiHeadAttention(2, causal=True)
+        >>> out_shape, params, _ = mha.init(jax.random.key(0), (5, 8))
+        >>> x = {"x": jnp.ones((3, 5, 8)), "mask": jnp.arange(5) < jnp.array([[5], [3], [1]])}
+        >>> y, res, _ = mha.forward(params, (), x)
+        >>> dparams, dx = mha.backward(params, res, jnp.ones_like(y))
+        >>> out_shape, params["W_qkv"].shape, dx["x"].shape, dx["mask"]
+        ((5, 8), (8, 24), (3, 5, 8), None)
+    """
+    name = f"MultiHeadAttention({heads}, causal={causal}, block_size={block_size})"
+    heads = positive_int(name, "heads", heads)
+    if block_size is not None:
+        block_size = positive_int(name, "block_size", block_size)
+    causal = bool(causal)
+
+    def init_layer(key, in_shape):
+        in_shape = as_shape(in_shape)
+        if len(in_shape) != 2:
+            raise ValueError(f"{name}: needs per-example input (time, dim), got {in_shape}")
+        dim = in_shape[-1]
+        if dim % heads:
+            raise ValueError(
+                f"{name}: dim {dim} of input shape {in_shape} is not divisible by heads = {heads}"
+            )
+        return in_shape, mha_init(key, dim, w_init), ()
+
+    def forward_layer(params, state, inputs, *, key=None, train=False):
+        x, mask, form = _mha_unpack(name, inputs, params["W_o"].shape[0])
+        y, res = mha_forward(
+            params, x, heads=heads, key_mask=mask, causal=causal, block_size=block_size
+        )
+        return y, res._replace(form=form), state
+
+    def backward_layer(params, residuals, dy):
+        dparams, dx = mha_backward(params, residuals, dy, causal=causal, block_size=block_size)
+        if residuals.form is None:
+            return dparams, dx
+        return dparams, {key: dx if key == "x" else None for key in residuals.form}
+
+    return Layer(init_layer, forward_layer, backward_layer, name)

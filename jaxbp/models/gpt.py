@@ -1,0 +1,191 @@
+"""A GPT: token embedding + positions + N pre-LayerNorm transformer blocks + a final LayerNorm
++ an output head tied to the token embedding, with its backward written out.
+
+With ids (B, T), the token table E: (V, C) and the position table P: (max_len, C):
+
+    h₀ = E[ids] + P[:T]                          (B, T, C)
+    h_l = Block_l(h_{l−1}),   l = 1 … N          causal transformer blocks
+    z = LN(h_N)                                   (B, T, C)
+    logits = z Eᵀ                                 (B, T, V)  the head reuses E (tied weights)
+
+E is used twice, so its gradient is the sum over its two uses (the multivariate chain rule):
+
+    ∂L/∂E = Σ_{b,t} δ_logits[b, t]ᵀ z[b, t]         the head:   (V, C) = δᵀ z
+          + Σ_{b,t: ids[b,t] = v} ∂L/∂h₀[b, t]       the lookup: scatter-add into row v
+
+and ∂L/∂z = δ_logits E flows back through LN, the blocks and the positions (∂L/∂P[t] =
+Σ_b ∂L/∂h₀[b, t]). `token_cross_entropy()` is the matching loss: the mean over all B·T
+positions of −log softmax(logits)[target].
+
+Example:
+    >>> import jax, jax.numpy as jnp, jaxbp
+    >>> model = jaxbp.GPT(vocab_size=11, dim=8, layers=2, heads=2, max_len=6)
+    >>> _, params, state = model.init(jax.random.key(0), (6,))
+    >>> ids = jax.random.randint(jax.random.key(1), (3, 6), 0, 11)
+    >>> step = jaxbp.value_and_grad(model, jaxbp.models.token_cross_entropy())
+    >>> loss, grads, _ = step(params, state, ids[:, :-1], ids[:, 1:])
+    >>> grads["tok"]["W"].shape, bool(loss > 0)
+    ((11, 8), True)
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxbp import init as initializers
+from jaxbp import losses
+from jaxbp.layer import Layer, as_shape, positive_int, split_key
+from jaxbp.layers import embedding
+from jaxbp.layers.norm import layer_norm_backward, layer_norm_forward
+from jaxbp.layers.transformer import (
+    TransformerBlock,
+    check_length,
+    position_backward,
+    position_forward,
+)
+from jaxbp.losses import Loss
+
+
+class GPTResiduals(NamedTuple):
+    tokens: embedding.EmbeddingResiduals  # the ids (B, T)
+    blocks: tuple  # one entry per block
+    ln_f: Any  # the final LayerNorm's residuals
+    z: jax.Array  # (B, T, C) the head's input LN(h_N)
+
+
+def gpt_init(key, blocks, vocab_size, dim, max_len, T):
+    k_tok, k_pos, *k_blocks = jax.random.split(key, 2 + len(blocks))
+    block_params, block_state = [], []
+    for block, k in zip(blocks, k_blocks):
+        _, p, s = block.init(k, (T, dim))
+        block_params.append(p)
+        block_state.append(s)
+    params = {
+        "tok": {"W": initializers.normal(0.02)(k_tok, (vocab_size, dim))},
+        "pos": {"P": initializers.normal(0.02)(k_pos, (max_len, dim))},
+        "blocks": tuple(block_params),
+        "ln_f": {"scale": jnp.ones((dim,)), "bias": jnp.zeros((dim,))},
+    }
+    return params, tuple(block_state)
+
+
+def gpt_forward(blocks, params, state, ids, *, key=None, train=False):
+    """logits (B, T, V), residuals, new state."""
+    e, r_tok = embedding.forward(params["tok"], ids)  # (B, T, C) = E[ids]
+    h, _ = position_forward(params["pos"], e)  # h₀ = E[ids] + P[:T]
+    block_res, new_state = [], []
+    for block, p, s, k in zip(blocks, params["blocks"], state, split_key(key, len(blocks))):
+        h, r, s = block.forward(p, s, h, key=k, train=train)
+        block_res.append(r)
+        new_state.append(s)
+    z, r_ln = layer_norm_forward(params["ln_f"], h)  # (B, T, C)
+    logits = jnp.einsum("btc,vc->btv", z, params["tok"]["W"])  # z Eᵀ
+    return logits, GPTResiduals(r_tok, tuple(block_res), r_ln, z), tuple(new_state)
+
+
+def gpt_backward(blocks, params, residuals, dlogits):
+    """dparams (ids get no gradient: dx = None); ∂L/∂E = head use + lookup use."""
+    E = params["tok"]["W"]  # (V, C)
+    dE_head = jnp.einsum("btv,btc->vc", dlogits, residuals.z)  # δᵀ z
+    dz = jnp.einsum("btv,vc->btc", dlogits, E)  # δ E
+    d_ln, dh = layer_norm_backward(params["ln_f"], residuals.ln_f, dz)
+    d_blocks = [None] * len(blocks)
+    for i in reversed(range(len(blocks))):
+        d_blocks[i], dh = blocks[i].backward(params["blocks"][i], residuals.blocks[i], dh)
+    d_pos, dh0 = position_backward(params["pos"], (), dh)  # ∂L/∂h₀ = ∂L/∂(E[ids])
+    d_lookup, _ = embedding.backward(params["tok"], residuals.tokens, dh0)  # scatter-add
+    dE = d_lookup["W"] + dE_head  # the tied weight: the sum over its two uses
+    dparams = {"tok": {"W": dE}, "pos": d_pos, "blocks": tuple(d_blocks), "ln_f": d_ln}
+    return dparams, None
+
+
+def _check_ids(name, ids, max_len):
+    dtype = jnp.result_type(ids)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(
+            f"{name}: expected integer token ids of shape (batch, time), got dtype {dtype} "
+            f"with shape {jnp.shape(ids)}; cast them, e.g. ids.astype(jnp.int32)"
+        )
+    if jnp.ndim(ids) != 2 or jnp.shape(ids)[1] < 1:
+        raise ValueError(f"{name}: expected ids of shape (batch, time >= 1), got {jnp.shape(ids)}")
+    check_length(name, jnp.shape(ids)[1], max_len, jnp.shape(ids))
+
+
+def GPT(
+    vocab_size: int,
+    dim: int = 128,
+    layers: int = 4,
+    heads: int = 4,
+    max_len: int = 128,
+    mlp_ratio: int = 4,
+    dropout: float = 0.0,
+    block_size: int | None = None,
+) -> Layer:
+    """A GPT language model on integer ids (batch, time) -> logits (batch, time, vocab_size).
+
+    Causal pre-LN `TransformerBlock`s, a final LayerNorm and a head tied to the token table
+    (see the module docstring for the tied gradient). Params: {'tok': {'W'}, 'pos': {'P'},
+    'blocks': (one per layer), 'ln_f': {'scale', 'bias'}}. `block_size` selects the blocked
+    attention (no T×T array); `dropout` applies inside the blocks in train mode.
+    """
+    name = f"GPT(vocab={vocab_size}, dim={dim}, layers={layers}, heads={heads})"
+    vocab_size = positive_int(name, "vocab_size", vocab_size)
+    dim = positive_int(name, "dim", dim)
+    layers = positive_int(name, "layers", layers)
+    heads = positive_int(name, "heads", heads)
+    max_len = positive_int(name, "max_len", max_len)
+    if dim % heads:
+        raise ValueError(f"{name}: dim = {dim} is not divisible by heads = {heads}")
+    blocks = tuple(
+        TransformerBlock(heads, mlp_ratio, causal=True, dropout=dropout, block_size=block_size)
+        for _ in range(layers)
+    )
+
+    def init(key, in_shape):
+        in_shape = as_shape(in_shape)
+        if len(in_shape) != 1:
+            raise ValueError(f"{name}: needs per-example ids of shape (time,), got {in_shape}")
+        check_length(name, in_shape[0], max_len, in_shape)
+        params, state = gpt_init(key, blocks, vocab_size, dim, max_len, in_shape[0])
+        return (in_shape[0], vocab_size), params, state
+
+    def forward(params, state, ids, *, key=None, train=False):
+        _check_ids(name, ids, max_len)
+        return gpt_forward(blocks, params, state, ids, key=key, train=train)
+
+    def backward(params, residuals, dlogits):
+        return gpt_backward(blocks, params, residuals, dlogits)
+
+    return Layer(init, forward, backward, name)
+
+
+# ------------------------------------------------------------------ the loss
+
+
+def token_cross_entropy() -> Loss:
+    """L = −1/(B·T) Σ_{b,t} log softmax(logits[b, t])[targets[b, t]] for logits (B, T, V) and
+    integer targets (B, T); ∂L/∂logits = (softmax(logits) − onehot(targets)) / (B·T).
+
+    It is `losses.softmax_cross_entropy` on the B·T positions as rows.
+    """
+    name = "token_cross_entropy"
+    rows = losses.softmax_cross_entropy()
+
+    def forward(logits, targets):
+        if jnp.ndim(logits) != 3 or tuple(jnp.shape(targets)) != tuple(jnp.shape(logits))[:2]:
+            raise ValueError(
+                f"{name}: expected logits (batch, time, vocab) and targets (batch, time), got "
+                f"{tuple(jnp.shape(logits))} and {tuple(jnp.shape(targets))}"
+            )
+        B, T, V = logits.shape
+        value, res = rows.forward(logits.reshape(B * T, V), targets.reshape(B * T))
+        return value, (res, targets)
+
+    def backward(residuals, g=1.0):
+        res, targets = residuals  # targets (B, T) only give the shape back
+        return rows.backward(res, g).reshape(*targets.shape, -1)
+
+    return Loss(forward, backward, name)
