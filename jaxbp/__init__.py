@@ -24,6 +24,8 @@ from jaxbp.activations import (
 )
 from jaxbp.layer import Layer, parallel, residual, serial
 from jaxbp.layers import (
+    GAT,
+    GCN,
     GRU,
     LSTM,
     RNN,
@@ -38,10 +40,14 @@ from jaxbp.layers import (
     Embedding,
     Flatten,
     GlobalAvgPool,
+    GraphReadout,
     LayerNorm,
     MaxPool1D,
     MaxPool2D,
+    NodeMap,
+    Nodes,
     Reshape,
+    TreeLSTM,
 )
 from jaxbp.losses import Loss
 from jaxbp.models import MLP, value_and_grad
@@ -72,9 +78,12 @@ __all__ = [
     "Elu",
     "Embedding",
     "Flatten",
+    "GAT",
+    "GCN",
     "GRU",
     "Gelu",
     "GlobalAvgPool",
+    "GraphReadout",
     "Identity",
     "LSTM",
     "Layer",
@@ -85,6 +94,8 @@ __all__ = [
     "MLP",
     "MaxPool1D",
     "MaxPool2D",
+    "NodeMap",
+    "Nodes",
     "RNN",
     "Relu",
     "Reshape",
@@ -93,6 +104,7 @@ __all__ = [
     "Softmax",
     "Softplus",
     "Tanh",
+    "TreeLSTM",
     "activations",
     "autodiff",
     "check",

@@ -1,9 +1,9 @@
 """The one registry of every built-in layer, loss and model, used by the tests and by
 `python -m jaxbp.check`. Each family adds its cases in a module of its own."""
 
-from jaxbp.cases import conv, core, recurrent
+from jaxbp.cases import conv, core, recurrent, structured
 from jaxbp.cases.base import Case, layer_case, loss_case, model_case
 
-CASES: list[Case] = [*core.CASES, *conv.CASES, *recurrent.CASES]
+CASES: list[Case] = [*core.CASES, *conv.CASES, *recurrent.CASES, *structured.CASES]
 
 __all__ = ["CASES", "Case", "layer_case", "loss_case", "model_case"]
