@@ -244,32 +244,39 @@ def TreeLSTM(hidden: int, w_init="xavier_uniform", u_init="orthogonal") -> Layer
     return Layer(init_layer, forward_layer, backward_layer, name)
 
 
-def batch_trees(trees, dtype=np.float32) -> dict:
+def batch_trees(trees, dtype=np.float32, levels=None, width=None, arity=None) -> dict:
     """Level-grouped arrays from trees written as nested (x, [child, ...]) tuples.
 
     Node inputs x are 1-D, all of the same length F. Returns NumPy arrays "x" (L, M, F),
     "children" (L, M, A), "roots" (B,) and "sizes" (L,), where L is the deepest level + 1,
-    M the widest level and A the largest number of children."""
-    levels = [list(trees)]  # nodes per level, in order
+    M the widest level and A the largest number of children — or the `levels`, `width` and
+    `arity` given, to pad every batch to one shape (one compilation)."""
+    by_level = [list(trees)]  # nodes per level, in order
     while True:
-        below = [kid for node in levels[-1] for kid in node[1]]
+        below = [kid for node in by_level[-1] for kid in node[1]]
         if not below:
             break
-        levels.append(below)
-    width = max(len(lv) for lv in levels)
-    arity = max([len(node[1]) for lv in levels for node in lv] + [1])
-    dim = len(np.asarray(trees[0][0]))
-    x = np.zeros((len(levels), width, dim), dtype)
-    children = np.full((len(levels), width, arity), -1, np.int32)
-    for d, lv in enumerate(levels):
+        by_level.append(below)
+    need = (len(by_level), max(len(lv) for lv in by_level))
+    need += (max([len(node[1]) for lv in by_level for node in lv] + [1]),)
+    shape = tuple(n if g is None else g for n, g in zip(need, (levels, width, arity)))
+    if any(s < n for s, n in zip(shape, need)):
+        raise ValueError(
+            f"batch_trees: the trees need (levels, width, arity) >= {need}, got {shape}"
+        )
+    x = np.zeros((*shape[:2], len(np.asarray(trees[0][0]))), dtype)
+    children = np.full(shape, -1, np.int32)
+    for d, lv in enumerate(by_level):
         first_kid = 0
         for m, (features, kids) in enumerate(lv):
             x[d, m] = np.asarray(features, dtype)
             children[d, m, : len(kids)] = np.arange(first_kid, first_kid + len(kids))
             first_kid += len(kids)
+    sizes = np.zeros(shape[0], np.int32)
+    sizes[: len(by_level)] = [len(lv) for lv in by_level]
     return {
         "x": x,
         "children": children,
         "roots": np.arange(len(trees), dtype=np.int32),
-        "sizes": np.array([len(lv) for lv in levels], np.int32),
+        "sizes": sizes,
     }
