@@ -19,6 +19,9 @@ EXPERIMENTS = [
     "experiments.bench_rnn",
     "experiments.adding_problem",
     "experiments.exploding_gradients",
+    "experiments.graphs",
+    "experiments.tree_arithmetic",
+    "experiments.multitask",
 ]
 
 
