@@ -94,7 +94,7 @@ def _karate_figure(emb, y, correct, path):
         ax.scatter(emb[y == c, 0], emb[y == c, 1], s=40, c=f"C{c}", label=label)
     for i in (0, 33):
         ax.scatter(emb[i, 0], emb[i, 1], s=160, facecolors="none", edgecolors="k")
-    ax.set_title(f"Karate club, 2-D GCN embedding ({correct}/32 unlabelled correct)")
+    ax.set_title(f"Karate club: 2-D GCN embedding\n{correct}/32 unlabelled nodes correct")
     ax.set_xlabel("h₁")
     ax.set_ylabel("h₂")
     ax.legend(title="faction (circled: labelled)")

@@ -109,8 +109,9 @@ def train(model, in_shape, xs, ys, epochs, lr, key):
         return params, opt_state, values.mean()
 
     opt_state = opt.init(params)
-    for _ in range(epochs):
+    for i in range(epochs):
         params, opt_state, loss = epoch(params, opt_state, xs, ys)
+        print(f"  epoch {i + 1}/{epochs}: mean training loss {float(loss):.4f}", flush=True)
     return params, state, float(loss)
 
 
@@ -128,6 +129,7 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--train", type=int, default=None, help="training trees")
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=3e-3)
     args = p.parse_args(argv)
     n_train = args.train or (2000 if args.quick else 20000)
     epochs = args.epochs or (6 if args.quick else 30)
@@ -154,7 +156,7 @@ def main(argv=None):
             in_shape = (1, len(TOKENS))  # the LSTM takes any length at run time
         t1 = time.perf_counter()
         params, state, loss = train(
-            model, in_shape, encode(train_exprs, 4), ys(y_train), epochs, 3e-3, key
+            model, in_shape, encode(train_exprs, 4), ys(y_train), epochs, args.lr, key
         )
         acc = {
             d: accuracy(model, params, state, encode(ex, d), ys(y)) for d, (ex, y) in tests.items()
@@ -227,7 +229,7 @@ def main(argv=None):
                 if args.quick
                 else ""
             )
-            + "Adam 3e-3, batch 50, clip 5, float32.",
+            + f"Adam {args.lr:g}, batch 50, clip 5, hidden {hidden}, float32.",
         },
     }
     common.save_json(out / "tree_arithmetic.json", result)
