@@ -36,6 +36,9 @@ EXPERIMENTS = [
     "experiments.memory",
     "experiments.bench_attention",
     "experiments.char_lm",
+    "experiments.graphs",
+    "experiments.tree_arithmetic",
+    "experiments.multitask",
 ]
 
 

@@ -38,6 +38,8 @@ from jaxbp.activations import (
 )
 from jaxbp.layer import Layer, parallel, residual, serial
 from jaxbp.layers import (
+    GAT,
+    GCN,
     GRU,
     LSTM,
     RNN,
@@ -54,13 +56,17 @@ from jaxbp.layers import (
     Flatten,
     GaussianSample,
     GlobalAvgPool,
+    GraphReadout,
     LayerNorm,
     MaxPool1D,
     MaxPool2D,
     MultiHeadAttention,
+    NodeMap,
+    Nodes,
     PositionalEmbedding,
     Reshape,
     TransformerBlock,
+    TreeLSTM,
 )
 from jaxbp.losses import Loss
 from jaxbp.models import GPT, MLP, value_and_grad
@@ -95,10 +101,13 @@ __all__ = [
     "FeedForward",
     "Flatten",
     "GPT",
+    "GAT",
+    "GCN",
     "GRU",
     "GaussianSample",
     "Gelu",
     "GlobalAvgPool",
+    "GraphReadout",
     "Identity",
     "LSTM",
     "Layer",
@@ -111,6 +120,8 @@ __all__ = [
     "MaxPool2D",
     "MultiHeadAttention",
     "PositionalEmbedding",
+    "NodeMap",
+    "Nodes",
     "RNN",
     "Relu",
     "Reshape",
@@ -120,6 +131,7 @@ __all__ = [
     "Softplus",
     "Tanh",
     "TransformerBlock",
+    "TreeLSTM",
     "activations",
     "autodiff",
     "check",

@@ -1,7 +1,16 @@
 """The one registry of every built-in layer, loss and model, used by the tests and by
 `python -m jaxbp.check`. Each family adds its cases in a module of its own."""
 
-from jaxbp.cases import attention, conv, core, distributed, generative, memory, recurrent
+from jaxbp.cases import (
+    attention,
+    conv,
+    core,
+    distributed,
+    generative,
+    memory,
+    recurrent,
+    structured,
+)
 from jaxbp.cases.base import Case, layer_case, loss_case, model_case
 
 CASES: list[Case] = [
@@ -11,6 +20,7 @@ CASES: list[Case] = [
     *memory.CASES,
     *attention.CASES,
     *generative.CASES,
+    *structured.CASES,
     *distributed.CASES,
 ]
 

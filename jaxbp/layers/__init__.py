@@ -6,17 +6,20 @@ from jaxbp.layers import (
     dense,
     dropout,
     embedding,
+    graph,
     latent,
     norm,
     pool,
     recurrent,
     transformer,
+    tree,
 )
 from jaxbp.layers.attention import MultiHeadAttention
 from jaxbp.layers.conv import Conv1D, Conv2D
 from jaxbp.layers.dense import Dense
 from jaxbp.layers.dropout import Dropout
 from jaxbp.layers.embedding import Embedding
+from jaxbp.layers.graph import GAT, GCN, GraphReadout, NodeMap, Nodes, batch_graphs
 from jaxbp.layers.latent import GaussianSample
 from jaxbp.layers.norm import BatchNorm, LayerNorm
 from jaxbp.layers.pool import (
@@ -30,8 +33,11 @@ from jaxbp.layers.pool import (
 )
 from jaxbp.layers.recurrent import GRU, LSTM, RNN, Bidirectional
 from jaxbp.layers.transformer import FeedForward, PositionalEmbedding, TransformerBlock
+from jaxbp.layers.tree import TreeLSTM, batch_trees
 
 __all__ = [
+    "GAT",
+    "GCN",
     "GRU",
     "LSTM",
     "RNN",
@@ -48,6 +54,7 @@ __all__ = [
     "Flatten",
     "GaussianSample",
     "GlobalAvgPool",
+    "GraphReadout",
     "LayerNorm",
     "MaxPool1D",
     "MaxPool2D",
@@ -56,6 +63,11 @@ __all__ = [
     "Reshape",
     "TransformerBlock",
     "attention",
+    "NodeMap",
+    "Nodes",
+    "TreeLSTM",
+    "batch_graphs",
+    "batch_trees",
     "conv",
     "dense",
     "dropout",
@@ -65,4 +77,6 @@ __all__ = [
     "pool",
     "recurrent",
     "transformer",
+    "graph",
+    "tree",
 ]
