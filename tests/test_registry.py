@@ -58,7 +58,8 @@ def test_case(case, mode, seed, batch):
     assert report.ok, str(report)
     assert report.results, "a check that compared nothing"
     if mode not in HALF_MODES:
-        assert not report.untested, f"a zero reference gradient checks nothing:\n{report}"
+        unexpected = set(report.untested) - set(case.zero_leaves)
+        assert not unexpected, f"a zero reference gradient checks nothing:\n{report}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

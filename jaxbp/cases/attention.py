@@ -37,7 +37,8 @@ def _mha(rng):
 
 def _key_mask(rng, batch, T):
     lengths = rng.integers(1, T + 1, size=batch)
-    lengths[0] = 0  # every key of the first example is padding: fully masked rows
+    if batch > 1:  # every key of the first example is padding: fully masked rows (a batch of
+        lengths[0] = 0  # one such example would have no gradient to check at all)
     return np.arange(T)[None, :] < lengths[:, None]
 
 

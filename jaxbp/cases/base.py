@@ -18,13 +18,16 @@ class Case(NamedTuple):
     name: str
     kind: str  # "layer", "loss" or "model"
     run: Callable  # (rng, *, batch, dtype, jit, **check_kwargs) -> check.Report
+    # leaves whose gradient is zero by construction (a single-node tree has no children to
+    # send anything to U): the registry accepts them in `Report.untested`, no others
+    zero_leaves: tuple[str, ...] = ()
 
 
 def _seed(rng: np.random.Generator) -> int:
     return int(rng.integers(2**31 - 1))
 
 
-def layer_case(name: str, build: Callable) -> Case:
+def layer_case(name: str, build: Callable, zero_leaves: tuple[str, ...] = ()) -> Case:
     """`build(rng) -> (layer, in_shape)` or `(layer, in_shape, options)`; options may hold
     `x(rng, batch) -> array` (a custom input, e.g. integer ids) and `train` (bool)."""
 
@@ -44,7 +47,7 @@ def layer_case(name: str, build: Callable) -> Case:
             **kwargs,
         )
 
-    return Case(name, "layer", run)
+    return Case(name, "layer", run, tuple(zero_leaves))
 
 
 def loss_case(name: str, build: Callable) -> Case:

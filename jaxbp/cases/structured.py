@@ -111,5 +111,7 @@ CASES = [
     layer_case("GCN+GAT(single node)", _single_node),
     layer_case("GAT+GCN+GraphReadout", _readout),
     layer_case("TreeLSTM", _tree_lstm(3)),
-    layer_case("TreeLSTM(single node)", _tree_lstm(0)),
+    layer_case(
+        "TreeLSTM(single node)", _tree_lstm(0), zero_leaves=("params['U_f']", "params['U_iou']")
+    ),
 ]
