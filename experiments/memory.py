@@ -67,14 +67,20 @@ def temp_bytes(c) -> int:
 
 
 def count_dots(jaxpr) -> int:
-    """Matrix products in a traced program (scan bodies times their length)."""
+    """Matrix products a traced program runs (scan bodies times their length, one branch
+    of a conditional)."""
     total = 0
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "dot_general":
             total += 1
-        mult = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            total += mult * count_dots(getattr(sub, "jaxpr", sub))
+        subs = [
+            count_dots(getattr(j, "jaxpr", j)) for j in jax.extend.core.jaxprs_in_params(eqn.params)
+        ]
+        if eqn.primitive.name == "cond":  # one branch runs (jaxbp's two are the same function)
+            total += max(subs, default=0)
+        else:
+            mult = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+            total += mult * sum(subs)
     return total
 
 
