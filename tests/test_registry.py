@@ -8,8 +8,8 @@ and half precision outside jit runs in tests/test_check.py on a sample. Shapes,
 hyperparameters and the batch size (1 included) come from hypothesis.
 
 With `derandomize=True` and one example, hypothesis draws the same, simplest example every run
-(seed 0, batch 1): each case is checked at that one draw here (and at seed 1 in
-test_batch_one). So a case must exercise every gradient at that draw: a leaf whose reference
+(seed 0, batch 1): each case is checked at that one draw here (the derandomized draw is the
+same for every mode). So a case must exercise every gradient at that draw: a leaf whose reference
 gradient is zero everywhere (all relu units dead) passes whatever the backward returns, which
 is how a negated ∂L/∂h₀ of the vanilla RNN once passed the suite. `report.untested` must be
 empty in the float32 and float64 modes (in half precision a small gradient may round to zero);
@@ -57,13 +57,7 @@ def test_case(case, mode, seed, batch):
     report = check.run_case(case, seed=seed, batch=batch, **MODES[mode])
     assert report.ok, str(report)
     assert report.results, "a check that compared nothing"
+    assert np.isfinite(list(report.max_rel_err.values())).all(), str(report)
     if mode not in HALF_MODES:
         unexpected = set(report.untested) - set(case.zero_leaves)
         assert not unexpected, f"a zero reference gradient checks nothing:\n{report}"
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_batch_one(case):
-    report = check.run_case(case, seed=1, batch=1, dtype=jnp.float64, jit=True)
-    assert report.ok and report.results
-    assert np.isfinite(list(report.max_rel_err.values())).all()

@@ -4,6 +4,7 @@ measure what they claim."""
 import json
 
 import numpy as np
+import pytest
 
 from experiments import bench_attention, char_lm
 
@@ -37,6 +38,7 @@ def test_text_split_and_windows():
     assert char_lm.unigram_nats(train, val, len(vocab)) < np.log(len(vocab))
 
 
+@pytest.mark.slow  # `make demo` runs it at --quick; CI's time goes to the registry
 def test_char_lm_runs_tiny(tmp_path):
     argv = ["--quick", "--steps", "4", "--eval-every", "2", "--agreement-steps", "3"]
     argv += ["--samples", "5", "--out", str(tmp_path)]

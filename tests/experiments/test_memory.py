@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
+
 from experiments import common
 from experiments import memory as mem
 
 
+@pytest.mark.slow  # `make demo` runs it at --quick; CI's time goes to the registry
 def test_memory_experiment_pieces(tmp_path):
     proof = mem.isolation_proof(8, 32, 64, 2)
     t = proof["temp_MiB"]

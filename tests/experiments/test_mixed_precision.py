@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from experiments import mixed_precision
 
 
+@pytest.mark.slow  # `make demo` runs it at --quick; CI's time goes to the registry
 def test_mixed_precision_tiny(tmp_path):
     args = ["--tasks", "digits MLP", "--mlp-steps", "20", "--seeds", "1", "--out", str(tmp_path)]
     mixed_precision.main(args)
