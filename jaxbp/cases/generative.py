@@ -83,15 +83,16 @@ def _vae(rng, batch):
 def _gan_nets(rng):
     d, z_dim = size(rng, 1, 4), size(rng, 1, 4)
     # Tanh in G: a ReLU G with all units dead maps z to exactly 0 (zero biases at init), D's logit
-    # is then exactly 0, where jax.vjp of softplus's stable form returns 0 instead of σ(0) = ½.
+    # is then exactly 0, where autodiff of softplus's stable form returns 0 instead of σ(0) = ½.
     G = jaxbp.MLP([size(rng, 1, 6)], d, activation=jaxbp.Tanh)
     D = jaxbp.MLP([size(rng, 1, 6)], 1, activation=lambda: jaxbp.LeakyRelu(0.2))
     return G, D, d, z_dim
 
 
 def gan_route_case(name: str, which: str) -> Case:
-    """The generator's (`which="generator"`) or discriminator's gradient route, against jax.vjp
-    of the same scalar loss in that network's parameters only."""
+    """The generator's (`which="generator"`) or discriminator's gradient route, against JAX's
+    autodiff reference (check.check_vjp) of the same scalar loss in that network's parameters
+    only."""
 
     def run(rng, *, batch, dtype, jit, **kwargs):
         G, D, d, z_dim = _gan_nets(rng)
