@@ -12,11 +12,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import jaxbp
 from experiments import common
-from jaxbp import losses, optim
+from jaxbp import losses
 from jaxbp.models import autoencoder
 
 CODE = 8
@@ -54,33 +53,15 @@ def train(model, x_train, *, seed, epochs, batch, lr, noise=0.0):
     """Adam on the MSE between model(x̃) and x, x̃ = x + noise·N(0, 1) (x̃ = x without noise)."""
     _, params, state = model.init(jax.random.key(seed), (64,))
     grad_fn = jaxbp.models.loss_and_grad(model, losses.mse())
-    opt = optim.adam(lr)
-    x_train = jnp.asarray(x_train)
-    n_batches = x_train.shape[0] // batch
 
-    def step(carry, inputs):
-        params, opt_state = carry
-        idx, key = inputs
-        x = x_train[idx]
+    def value_and_grad(params, x, key):
         x_in = x + noise * jax.random.normal(key, x.shape) if noise else x
-        value, grads, _ = grad_fn(params, state, x_in, x)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), value
+        return grad_fn(params, state, x_in, x)[:2]
 
-    @jax.jit
-    def epoch(carry, key):
-        k_perm, k_noise = jax.random.split(key)
-        perm = jax.random.permutation(k_perm, x_train.shape[0])[: n_batches * batch]
-        keys = jax.random.split(k_noise, n_batches)
-        carry, values = jax.lax.scan(step, carry, (perm.reshape(n_batches, batch), keys))
-        return carry, values.mean()
-
-    carry = (params, opt.init(params))
-    curve = []
-    for i in range(epochs):
-        carry, value = epoch(carry, jax.random.key(seed * 100003 + i))
-        curve.append(value)
-    return carry[0], state, np.asarray(curve)
+    params, curve = common.adam_epochs(
+        value_and_grad, params, x_train, seed=seed, epochs=epochs, batch=batch, lr=lr
+    )
+    return params, state, curve
 
 
 def mse(a, b):

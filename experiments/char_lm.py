@@ -7,8 +7,9 @@ no download), joined in sorted order; a fixed split, the first 90 % for training
 10 % for validation. Two models with the same parameter count and the same number of steps,
 both trained with their hand-written backward: a GPT (full size: 4 layers, 4 heads, dim 128,
 context 128, ~0.8 M parameters) and an LSTM char-LM (Embedding → LSTM → Dense, hidden width
-chosen to match the GPT's count). Reports validation loss in nats and bits per character, a
-unigram baseline, loss curves, generated samples (temperature, top-k) and tokens per second.
+chosen to match the GPT's count), both with dropout 0.1 at full size (0 at `--quick`).
+Reports validation loss in nats and bits per character, a unigram baseline, loss curves,
+generated samples (temperature, top-k) and tokens per second.
 
 It also runs the agreement check: a small GPT in float64 trained for 200 steps twice from the
 same init and batches, once with `jaxbp.value_and_grad` and once with `jax.value_and_grad`;
@@ -82,7 +83,9 @@ def build_models(vocab, cfg, dropout):
     hidden = lstm_hidden_for(n_gpt, vocab, embed)
     lstm = jaxbp.serial(
         jaxbp.Embedding(vocab, embed, w_init=jaxbp.init.normal(0.1)),
+        jaxbp.Dropout(dropout),
         jaxbp.LSTM(hidden, return_sequences=True),
+        jaxbp.Dropout(dropout),
         jaxbp.Dense(vocab),
     )
     return {"GPT": gpt, "LSTM": lstm}, hidden
@@ -228,7 +231,7 @@ def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     for k in FULL:
         p.add_argument(f"--{k.replace('_', '-')}", type=type(FULL[k]), default=None)
-    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--dropout", type=float, default=None, help="both models (full: 0.1)")
     p.add_argument("--agreement-steps", type=int, default=200)
     p.add_argument("--samples", type=int, default=300, help="characters to generate")
     args = p.parse_args(argv)
@@ -236,6 +239,8 @@ def main(argv=None):
     text, vocab, ids = load_text()
     train_ids, val = split(ids)
     unigram = unigram_nats(train_ids, val, len(vocab))
+    if args.dropout is None:
+        args.dropout = 0.0 if args.quick else 0.1
     models, hidden = build_models(len(vocab), cfg, args.dropout)
     eval_batches = 4 if args.quick else 16
     runs, samples = {}, {}

@@ -86,6 +86,42 @@ def median_time(fn, *args, repeat: int = 20, warmup: int = 2) -> float:
 # target, or is None when there is no target.
 
 
+def adam_epochs(value_and_grad, params, x_train, *, seed, epochs, batch, lr):
+    """Adam over shuffled minibatches of `x_train`, one jit-compiled `lax.scan` per epoch.
+
+    `value_and_grad(params, x, key) -> (value, grads)` gets each batch and a fresh key (for
+    noise or sampling). Returns the final params and the mean loss of each epoch."""
+    import numpy as np
+    import optax
+
+    from jaxbp import optim
+
+    opt = optim.adam(lr)
+    x_train = jax.numpy.asarray(x_train)
+    n_batches = x_train.shape[0] // batch
+
+    def step(carry, inputs):
+        params, opt_state = carry
+        idx, key = inputs
+        value, grads = value_and_grad(params, x_train[idx], key)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), value
+
+    @jax.jit
+    def epoch(carry, key):
+        k_perm, k_step = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, x_train.shape[0])[: n_batches * batch]
+        keys = jax.random.split(k_step, n_batches)
+        carry, values = jax.lax.scan(step, carry, (perm.reshape(n_batches, batch), keys))
+        return carry, values.mean()
+
+    carry, curve = (params, opt.init(params)), []
+    for i in range(epochs):
+        carry, value = epoch(carry, jax.random.key(seed * 100003 + i))
+        curve.append(float(value))
+    return carry[0], np.asarray(curve)
+
+
 def headline(metric: str, value, reference: str = "", ok: bool | None = None) -> dict:
     """One row of a report: a measured `value` next to its `reference`."""
     return {"metric": metric, "value": value, "reference": reference,

@@ -13,12 +13,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import jaxbp
 from experiments import common
 from experiments.autoencoder import digits01
-from jaxbp import optim
 from jaxbp.models import autoencoder as ae
 
 
@@ -32,31 +30,14 @@ def train(vae, x_train, *, seed, epochs, batch, lr):
     """Adam on −ELBO; a fresh key (fresh ε) every step."""
     _, params, state = vae.init(jax.random.key(seed), (64,))
     grad_fn = jaxbp.models.loss_and_grad(vae, ae.vae_loss())
-    opt = optim.adam(lr)
-    x_train = jnp.asarray(x_train)
-    n_batches = x_train.shape[0] // batch
 
-    def step(carry, inputs):
-        params, opt_state = carry
-        idx, key = inputs
-        x = x_train[idx]
-        value, grads, _ = grad_fn(params, state, x, (x, None), key)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), value
+    def value_and_grad(params, x, key):
+        return grad_fn(params, state, x, (x, None), key)[:2]
 
-    @jax.jit
-    def epoch(carry, key):
-        k_perm, k_eps = jax.random.split(key)
-        perm = jax.random.permutation(k_perm, x_train.shape[0])[: n_batches * batch]
-        keys = jax.random.split(k_eps, n_batches)
-        carry, values = jax.lax.scan(step, carry, (perm.reshape(n_batches, batch), keys))
-        return carry, values.mean()
-
-    carry, curve = (params, opt.init(params)), []
-    for i in range(epochs):
-        carry, value = epoch(carry, jax.random.key(seed * 100003 + i))
-        curve.append(float(value))
-    return carry[0], state, np.asarray(curve)
+    params, curve = common.adam_epochs(
+        value_and_grad, params, x_train, seed=seed, epochs=epochs, batch=batch, lr=lr
+    )
+    return params, state, curve
 
 
 def bounds(encoder, decoder, params, state, x, seed, ks):

@@ -571,8 +571,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     cases = [c for c in CASES if args.k.lower() in c.name.lower()]
+    w = max(len(c.name) for c in cases) if cases else 4
     header = (
-        f"{'case':<34} {'kind':<6} {'vjp rel err':>11} {'fd rel err':>10} "
+        f"{'case':<{w}} {'kind':<6} {'vjp rel err':>11} {'fd rel err':>10} "
         f"{'f32 jit rel':>11} {'bf16 manual/vjp':>17} {'f16 manual/vjp':>17} {'time s':>7}  result"
     )
     print(header)
@@ -614,7 +615,7 @@ def main(argv=None) -> int:
         f32 = errs.get("f32", {}).get("jax.vjp", math.nan)
         half = [_half_errors(row.get(label)) for label in ("bf16", "f16")]
         print(
-            f"{case.name:<34} {case.kind:<6} {vjp:11.2e} {fd:10.2e} {f32:11.2e} "
+            f"{case.name:<{w}} {case.kind:<6} {vjp:11.2e} {fd:10.2e} {f32:11.2e} "
             f"{half[0]:>17} {half[1]:>17} {time.perf_counter() - t0:7.2f}  {status}",
             flush=True,
         )

@@ -92,6 +92,22 @@ def as_shape(in_shape) -> Shape:
 # ------------------------------------------------------------------------------ combinators
 
 
+def check_per_layer(name: str, params, state, n: int) -> None:
+    """A combinator's params and state hold one entry per layer: ValueError otherwise (a bare
+    `()` state would otherwise run no layer at all)."""
+    for what, value in (("params", params), ("state", state)):
+        if not isinstance(value, (tuple, list)) or len(value) != n:
+            got = (
+                f"{len(value)} entries"
+                if isinstance(value, (tuple, list))
+                else type(value).__name__
+            )
+            raise ValueError(
+                f"{name}: {what} must be a tuple with one entry per layer ({n}), got {got} "
+                "(pass the params and state that init returned)"
+            )
+
+
 def serial(*layers: Layer, name: str | None = None) -> Layer:
     """Compose layers in sequence: y = f_L(... f_2(f_1(x))).
 
@@ -123,6 +139,7 @@ def serial(*layers: Layer, name: str | None = None) -> Layer:
         return shape, tuple(params), tuple(state)
 
     def forward(params, state, x, *, key=None, train=False):
+        check_per_layer(name, params, state, len(layers))
         residuals, new_state = [], []
         for layer, p, s, k in zip(layers, params, state, split_key(key, len(layers))):
             x, r, s = layer.forward(p, s, x, key=k, train=train)
@@ -191,6 +208,7 @@ def parallel(*layers: Layer, name: str | None = None) -> Layer:
         return tuple(outs), tuple(params), tuple(state)
 
     def forward(params, state, x, *, key=None, train=False):
+        check_per_layer(name, params, state, len(layers))
         ys, residuals, new_state = [], [], []
         for layer, p, s, k in zip(layers, params, state, split_key(key, len(layers))):
             y, r, s = layer.forward(p, s, x, key=k, train=train)

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -92,33 +93,43 @@ def mse() -> Loss:
 
 
 class CrossEntropyResiduals(NamedTuple):
-    probs: jax.Array  # softmax(z), (n, classes); float32 for half-precision logits
-    target: jax.Array  # t as probabilities, (n, classes), in the logits' dtype
+    probs: jax.Array  # softmax(z), (..., classes); float32 for half-precision logits
+    target: jax.Array  # t as probabilities, (..., classes), in the logits' dtype
 
 
 def softmax_cross_entropy() -> Loss:
-    """L = −1/n Σᵢ Σ_c tᵢc log softmax(zᵢ)_c, from logits z of shape (n, classes).
+    """L = −1/n Σᵢ Σ_c tᵢc log softmax(zᵢ)_c, from logits z of shape (n, classes), or of any
+    shape (..., classes) whose leading axes together hold the n rows.
 
-    `target` is either integer labels of shape (n,) or probabilities of shape (n, classes).
-    ∂L/∂z = (softmax(z) Σ_c t_c − t) / n, which is (p − onehot)/n for labels. The log-softmax is
-    shifted by its max, so logits of any magnitude give a finite value and gradient.
+    `target` is either integer labels of the logits' leading shape, or probabilities of the
+    logits' shape. ∂L/∂z = (softmax(z) Σ_c t_c − t) / n, which is (p − onehot)/n for labels. A
+    zero probability row adds nothing to the value or the gradient (a masked row). The
+    log-softmax is shifted by its max, so logits of any magnitude give a finite value and
+    gradient.
 
     Labels must lie in [0, classes): ValueError otherwise, or under `jit` a checkify error inside
     `jaxbp.indices.checked`; under `jit` without it an out-of-range label is a zero target row
     (that example adds nothing to the loss or the gradient).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> ce = softmax_cross_entropy()
+        >>> value, res = ce.forward(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), jnp.int32))
+        >>> round(float(value), 4), ce.backward(res).shape   # log 4
+        (1.3863, (2, 3, 4))
     """
     name = "softmax_cross_entropy"
 
     def forward(logits, target):
         check_float_input(name, logits)
-        if logits.ndim != 2:
-            raise ValueError(f"{name}: expected logits (batch, classes), got {logits.shape}")
-        n, classes = logits.shape
+        if logits.ndim < 2:
+            raise ValueError(f"{name}: expected logits (batch, ..., classes), got {logits.shape}")
+        *lead, classes = logits.shape
         if jnp.issubdtype(jnp.result_type(target), jnp.integer):
-            if target.shape != (n,):
+            if target.shape != tuple(lead):
                 raise ValueError(
-                    f"{name}: integer labels must have shape ({n},) for logits {logits.shape}, "
-                    f"got {target.shape}"
+                    f"{name}: integer labels must have shape {tuple(lead)} for logits "
+                    f"{logits.shape}, got {target.shape}"
                 )
             check_range(name, "label", target, 0, classes)
             target = jax.nn.one_hot(target, classes, dtype=logits.dtype)
@@ -128,14 +139,15 @@ def softmax_cross_entropy() -> Loss:
                 f"got {target.shape}"
             )
         target = target.astype(logits.dtype)
+        n = math.prod(lead)
         # half-precision logits: log-softmax, its sums and the probabilities in float32
         logp = log_softmax(logits.astype(accumulation_dtype(logits.dtype)))
         value = (-jnp.sum(target * logp) / n).astype(logits.dtype)
         return value, CrossEntropyResiduals(jnp.exp(logp), target)
 
     def backward(residuals, g=1.0):
-        p, t = residuals
-        n = p.shape[0]
+        p, t = residuals  # (..., classes)
+        n = math.prod(p.shape[:-1])
         return ((g / n) * (p * t.sum(axis=-1, keepdims=True) - t)).astype(t.dtype)
 
     return Loss(forward, backward, name)

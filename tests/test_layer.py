@@ -49,6 +49,19 @@ def test_serial_rejects_non_layers():
         jaxbp.serial()
 
 
+@pytest.mark.parametrize("combinator", [jaxbp.serial, jaxbp.parallel])
+def test_combinators_reject_params_or_state_of_the_wrong_length(key, combinator):
+    net = combinator(jaxbp.Dense(2), jaxbp.Tanh())
+    _, params, state = net.init(key, (3,))
+    x = jnp.ones((1, 3))
+    with pytest.raises(ValueError, match=r"state must be a tuple with one entry per layer \(2\)"):
+        net.forward(params, (), x)  # a bare () would otherwise run no layer
+    with pytest.raises(ValueError, match="params must be a tuple.*got 1 entries"):
+        net.forward(params[:1], state, x)
+    with pytest.raises(ValueError, match="got dict"):
+        net.forward({"W": 1}, state, x)
+
+
 def test_residual_rejects_shape_change(key):
     with pytest.raises(ValueError, match=r"maps \(3,\) to \(4,\)"):
         jaxbp.residual(jaxbp.Dense(4)).init(key, (3,))

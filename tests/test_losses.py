@@ -89,7 +89,7 @@ def test_loss_gradients_pass_check_at_large_logits():
             losses.softmax_cross_entropy(),
             jnp.ones((3,)),
             jnp.zeros((3,), jnp.int32),
-            r"\(batch, classes\)",
+            r"\(batch, \.\.\., classes\)",
         ),
         (losses.sigmoid_binary_cross_entropy(), jnp.ones((2, 1)), jnp.ones((2,)), r"\(2, 1\)"),
     ],

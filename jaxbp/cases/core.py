@@ -89,6 +89,14 @@ def _ce_probs(rng, batch):
     )
 
 
+def _ce_masked_rows(rng, batch):
+    """Logits (batch, positions, classes); some rows' targets are zero (masked out)."""
+    positions, classes = size(rng, 1, 4), size(rng, 2, 5)
+    t = rng.random((batch, positions, classes))
+    t = t / t.sum(-1, keepdims=True) * (rng.random((batch, positions, 1)) < 0.7)
+    return losses.softmax_cross_entropy(), 3 * rng.normal(size=t.shape), t
+
+
 def _bce(rng, batch):
     shape = (batch, size(rng, 1, 4))
     return losses.sigmoid_binary_cross_entropy(), 3 * rng.normal(size=shape), rng.random(shape)
@@ -132,6 +140,7 @@ CASES = [
     loss_case("mse", _mse),
     loss_case("softmax_cross_entropy(labels)", _ce_labels),
     loss_case("softmax_cross_entropy(probs)", _ce_probs),
+    loss_case("softmax_cross_entropy(3-D, masked rows)", _ce_masked_rows),
     loss_case("sigmoid_binary_cross_entropy", _bce),
     model_case("MLP classifier", _mlp_classifier),
     model_case("MLP regression", _mlp_regression),

@@ -97,10 +97,11 @@ def _trees(dim, max_depth):
     return x
 
 
-def _tree_lstm(max_depth):
+def _tree_lstm(max_depth, all_nodes=False):
     def build(rng):
-        dim = size(rng, 1, 4)
-        return jaxbp.TreeLSTM(size(rng, 1, 5)), (dim,), {"x": _trees(dim, max_depth)}
+        dim, hidden = size(rng, 1, 4), size(rng, 1, 5)
+        layer = jaxbp.TreeLSTM(hidden, all_nodes=all_nodes)
+        return layer, (dim,), {"x": _trees(dim, max_depth)}
 
     return build
 
@@ -111,6 +112,7 @@ CASES = [
     layer_case("GCN+GAT(single node)", _single_node),
     layer_case("GAT+GCN+GraphReadout", _readout),
     layer_case("TreeLSTM", _tree_lstm(3)),
+    layer_case("TreeLSTM(all_nodes)", _tree_lstm(3, all_nodes=True)),
     layer_case(
         "TreeLSTM(single node)", _tree_lstm(0), zero_leaves=("params['U_f']", "params['U_iou']")
     ),

@@ -253,23 +253,28 @@ def _pad_time(x, Tp):
     return x if Tp == T else jnp.pad(x, [(0, 0), (0, 0), (0, Tp - T)] + [(0, 0)] * (x.ndim - 3))
 
 
+def _prepare(key_mask, block_size, *arrays):
+    """The (B', Tp) key mask and each (B, H, T, ...) array in the accumulation dtype, padded in
+    time to Tp, a multiple of the block (T itself for the whole-matrix form)."""
+    B, _, T = arrays[0].shape[:3]
+    b = T if block_size is None else block_size
+    Tp = -(-T // b) * b
+    acc = _acc_dtype(arrays[0].dtype)
+    return _full_mask(key_mask, B, T, Tp), [_pad_time(x.astype(acc), Tp) for x in arrays]
+
+
 def forward(q, k, v, *, key_mask=None, causal=False, block_size=None):
     """O = softmax(s Q Kᵀ + mask) V over (B, H, T, d); returns (O, AttentionResiduals).
 
     `key_mask`: (B, T) bool (True = a real key) or None. `block_size`: None for the
     whole-matrix form, or b for the blocked form (any T; padded to a multiple of b inside).
     """
-    dtype = q.dtype
-    acc = _acc_dtype(dtype)
-    B, H, T, d = q.shape
-    b = T if block_size is None else block_size
-    Tp = -(-T // b) * b
-    mask = _full_mask(key_mask, B, T, Tp)
-    q32, k32, v32 = (_pad_time(x.astype(acc), Tp) for x in (q, k, v))
+    dtype, T = q.dtype, q.shape[2]
+    mask, (q32, k32, v32) = _prepare(key_mask, block_size, q, k, v)
     if block_size is None:
         out, lse = _whole_forward(q32, k32, v32, mask, causal)
     else:
-        out, lse = _blocked_forward(q32, k32, v32, mask, causal, b)
+        out, lse = _blocked_forward(q32, k32, v32, mask, causal, block_size)
     out = out[:, :, :T].astype(dtype)
     return out, AttentionResiduals(q, k, v, out, lse[:, :, :T], key_mask)
 
@@ -277,18 +282,12 @@ def forward(q, k, v, *, key_mask=None, causal=False, block_size=None):
 def backward(residuals, dout, *, causal=False, block_size=None):
     """(dQ, dK, dV) from the stored Q, K, V, O, L (see the module docstring for the formulas)."""
     q, k, v, out, lse, key_mask = residuals
-    dtype = q.dtype
-    acc = _acc_dtype(dtype)
-    B, H, T, d = q.shape
-    b = T if block_size is None else block_size
-    Tp = -(-T // b) * b
-    mask = _full_mask(key_mask, B, T, Tp)
-    q32, k32, v32, o32, do32 = (_pad_time(x.astype(acc), Tp) for x in (q, k, v, out, dout))
-    lse = _pad_time(lse, Tp)
+    dtype, T = q.dtype, q.shape[2]
+    mask, (q32, k32, v32, o32, do32, lse) = _prepare(key_mask, block_size, q, k, v, out, dout, lse)
     if block_size is None:
         grads = _whole_backward(q32, k32, v32, o32, lse, do32, mask, causal)
     else:
-        grads = _blocked_backward(q32, k32, v32, o32, lse, do32, mask, causal, b)
+        grads = _blocked_backward(q32, k32, v32, o32, lse, do32, mask, causal, block_size)
     return tuple(g[:, :, :T].astype(dtype) for g in grads)
 
 

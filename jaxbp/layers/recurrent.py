@@ -208,6 +208,7 @@ def rnn_backward(params, residuals, dy, *, activation="tanh"):
     W, U = params["W"], params["U"]
     dys, dh_T = _output_gradient(dy, h0)  # (T, B, H) or None; (B, H)
     hs_tm = _states_time_major(hs, dy.ndim == 3)  # (T, B, H)
+    acc = accumulation_dtype(dh_T.dtype)  # half precision: carry ∂L/∂h in float32
 
     def step(carry, inputs):
         dh, buf = carry  # buf row s: the output gradient at s for s ≤ t, δ_s for s > t
@@ -218,7 +219,8 @@ def rnn_backward(params, residuals, dy, *, activation="tanh"):
         if m_t is not None:
             delta = jnp.where(m_t, delta, 0)
             dh_prev = jnp.where(m_t, dh_prev, g)
-        return (dh_prev, lax.dynamic_update_index_in_dim(buf, delta, t, 0)), None
+        buf = lax.dynamic_update_index_in_dim(buf, delta.astype(buf.dtype), t, 0)
+        return (dh_prev.astype(acc), buf), None
 
     # δ_t is written over the output gradient at t, which step t is the last to read: an update
     # in place of the carried buffer, so the deltas need no (T, B, H) array of their own. (The
@@ -226,7 +228,8 @@ def rnn_backward(params, residuals, dy, *, activation="tanh"):
     # step, XLA copies a carried buffer on every step.)
     buffer = jnp.zeros_like(hs_tm) if dys is None else dys  # (T, B, H)
     steps = jnp.arange(hs_tm.shape[0])
-    (dh0, deltas), _ = lax.scan(step, (dh_T, buffer), (steps, hs_tm, m), reverse=True)
+    (dh0, deltas), _ = lax.scan(step, (dh_T.astype(acc), buffer), (steps, hs_tm, m), reverse=True)
+    dh0 = dh0.astype(dh_T.dtype)
     dW, dx = _input_gradients(x, deltas, W)  # Σ_t x_tᵀ δ_t; δ_t Wᵀ
     dparams = {
         "W": dW,  # (F, H) = Σ_t x_tᵀ δ_t
@@ -446,6 +449,7 @@ def gru_backward(params, residuals, dy):
     H = U.shape[0]
     dys, dh_T = _output_gradient(dy, h0)
     hs_prev = _states_before(h0, _states_time_major(hs, dy.ndim == 3))  # h_{t−1}, (T, B, H)
+    acc = accumulation_dtype(dh_T.dtype)  # half precision: carry ∂L/∂h in float32
 
     def step(dh, inputs):
         gates_t, h_prev, dy_t, m_t = inputs
@@ -460,9 +464,11 @@ def gru_backward(params, residuals, dy):
         if m_t is not None:
             delta_a = jnp.where(m_t, delta_a, 0)
             dh_prev = jnp.where(m_t, dh_prev, g)
-        return dh_prev, delta_a
+        return dh_prev.astype(acc), delta_a.astype(dh_T.dtype)
 
-    dh0, delta_a = lax.scan(step, dh_T, (gates, hs_prev, dys, m), reverse=True)  # (T, B, 3H)
+    xs = (gates, hs_prev, dys, m)
+    dh0, delta_a = lax.scan(step, dh_T.astype(acc), xs, reverse=True)  # (T, B, 3H)
+    dh0 = dh0.astype(dh_T.dtype)
     r = gates[..., :H]
     delta_s = jnp.concatenate([delta_a[..., : 2 * H], delta_a[..., 2 * H :] * r], -1)  # ∂L/∂s
     dW, dx = _input_gradients(x, delta_a, W)  # Σ_t x_tᵀ δ_a; δ_a Wᵀ

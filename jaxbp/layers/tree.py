@@ -17,12 +17,16 @@ a node at level ℓ sits at level ℓ + 1), padded to a common width M and arity
      "sizes":    (L,)      int     real nodes per level (optional; used by the checks)}
 
 `batch_trees` builds it from nested (x, [children]) tuples. The output is the roots' states
-h, (B, H). The forward runs the levels bottom-up in one `lax.scan` (all nodes of a level at
-once, their children gathered from the level below), so a batch of different trees is one
-compiled call; the input projections W x of all nodes are one matrix product before the scan.
+h, (B, H), or with `all_nodes=True` every node's h, (L, M, H), for a loss on every subtree
+(Tai et al. supervise every node); padding slots there hold the state of a node with zero
+input and no children, so a loss masks them out. The forward runs the levels bottom-up in
+one `lax.scan` (all nodes of a level at once, their children gathered from the level below),
+so a batch of different trees is one compiled call; the input projections W x of all nodes
+are one matrix product before the scan.
 
-The backward is the same walk top-down. With δh_j, δc_j arriving from the parent (for a root,
-δh = dy) and τ = tanh(c_j):
+The backward is the same walk top-down. With δh_j, δc_j arriving from the parent plus the
+output's own gradient (dy at the roots; with `all_nodes`, dy[ℓ, j] at every node) and
+τ = tanh(c_j):
 
     δc̄_j = δc_j + δh_j ⊙ o_j ⊙ (1 − τ²),          δz_o = δh_j ⊙ τ ⊙ o_j(1 − o_j)
     δz_i = δc̄_j ⊙ u_j ⊙ i_j(1 − i_j),  δz_u = δc̄_j ⊙ i_j ⊙ (1 − u_j²)
@@ -128,8 +132,9 @@ def _level_forward(params, carry, level):
     return (h, c), (h, LevelResiduals(mask, h_kids, c_kids, i, o, u, f, tanh_c))
 
 
-def forward(params, x, children, roots):
-    """Roots' h, (B, H), from level-grouped trees (L, M, F), (L, M, A), (B,)."""
+def forward(params, x, children, roots, all_nodes=False):
+    """Roots' h, (B, H), or every node's h, (L, M, H), from level-grouped trees (L, M, F),
+    (L, M, A), (B,)."""
     L, M, _ = x.shape
     hidden = params["U_f"].shape[0]
     wx = x @ params["W"] + params["b"]  # (L, M, 4H): every node's input projection at once
@@ -140,15 +145,16 @@ def forward(params, x, children, roots):
         (wx, children),
         reverse=True,  # deepest level first
     )
-    y = jnp.take(hs[0], roots, axis=0, mode="clip")  # (B, H)
+    y = hs if all_nodes else jnp.take(hs[0], roots, axis=0, mode="clip")  # (L, M, H) | (B, H)
     return y, TreeLSTMResiduals(x, children, roots, levels, {})
 
 
 def _level_backward(params, carry, level):
     """One level top-down: (δh, δc) of its nodes -> gate pre-activation gradients, and the
     (δh, δc) it scatters into the level below."""
-    dh, dc = carry  # (M, H)
-    children, r = level
+    dh_parent, dc = carry  # (M, H), from the level above
+    children, r, dh_out = level
+    dh = dh_parent + dh_out  # the parent's share plus the output's own gradient
     keep = r.mask[..., None].astype(dh.dtype)
     dc_bar = dc + dh * r.o * (1 - r.tanh_c**2)
     dz_i = dc_bar * r.u * r.i * (1 - r.i)
@@ -163,16 +169,21 @@ def _level_backward(params, carry, level):
     return (scatter(dh_kids), scatter(dc_kids)), (dz_iou, dz_f)
 
 
-def backward(params, residuals, dy):
+def backward(params, residuals, dy, all_nodes=False):
     """The chain rule of `forward`, level by level from the roots down, weights summed after."""
     x, children, roots, levels, _ = residuals
     L, M, _ = x.shape
-    dh0 = jnp.zeros((M, dy.shape[-1]), dy.dtype).at[roots].add(dy, mode="drop")
+    H = dy.shape[-1]
+    if all_nodes:
+        dh_out = dy  # (L, M, H)
+    else:  # only the roots (level 0) have an output
+        dh_out = jnp.zeros((L, M, H), dy.dtype).at[0, roots].add(dy, mode="drop")
+    zeros = jnp.zeros((M, H), dy.dtype)
     # Level ℓ's carry goes to level ℓ+1; the deepest level's scatter has no children to reach.
     _, (dz_iou, dz_f) = jax.lax.scan(
         lambda carry, lv: _level_backward(params, carry, lv),
-        (dh0, jnp.zeros_like(dh0)),
-        (children, levels),
+        (zeros, zeros),
+        (children, levels, dh_out),
     )
     dwx = jnp.concatenate([dz_iou, dz_f.sum(axis=2)], axis=-1)  # (L, M, 4H)
     rows = lambda a: a.reshape(-1, a.shape[-1])
@@ -219,11 +230,14 @@ def _concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
-def TreeLSTM(hidden: int, w_init="xavier_uniform", u_init="orthogonal") -> Layer:
-    """Child-Sum Tree-LSTM: a batch of trees (dict, see module doc) -> roots' h, (B, hidden).
+def TreeLSTM(
+    hidden: int, w_init="xavier_uniform", u_init="orthogonal", all_nodes: bool = False
+) -> Layer:
+    """Child-Sum Tree-LSTM: a batch of trees (dict, see module doc) -> roots' h, (B, hidden),
+    or with `all_nodes=True` every node's h, (levels, width, hidden).
 
     `init(key, (F,))` takes the per-node input size F."""
-    name = f"TreeLSTM({hidden})"
+    name = f"TreeLSTM({hidden}{', all_nodes' if all_nodes else ''})"
     hidden = positive_int(name, "hidden", hidden)
 
     def init_layer(key, in_shape):
@@ -234,11 +248,11 @@ def TreeLSTM(hidden: int, w_init="xavier_uniform", u_init="orthogonal") -> Layer
 
     def forward_layer(params, state, t, *, key=None, train=False):
         check_trees(name, t, params["W"].shape[0])
-        y, res = forward(params, t["x"], t["children"], t["roots"])
+        y, res = forward(params, t["x"], t["children"], t["roots"], all_nodes)
         return y, res._replace(keys={k: None for k in t}), state
 
     def backward_layer(params, residuals, dy):
-        dparams, dx = backward(params, residuals, dy)
+        dparams, dx = backward(params, residuals, dy, all_nodes)
         return dparams, {k: (dx if k == "x" else None) for k in residuals.keys}
 
     return Layer(init_layer, forward_layer, backward_layer, name)

@@ -180,12 +180,9 @@ def token_cross_entropy() -> Loss:
                 f"{name}: expected logits (batch, time, vocab) and targets (batch, time), got "
                 f"{tuple(jnp.shape(logits))} and {tuple(jnp.shape(targets))}"
             )
-        B, T, V = logits.shape
-        value, res = rows.forward(logits.reshape(B * T, V), targets.reshape(B * T))
-        return value, (res, targets)
+        return rows.forward(logits, targets)
 
     def backward(residuals, g=1.0):
-        res, targets = residuals  # targets (B, T) only give the shape back
-        return rows.backward(res, g).reshape(*targets.shape, -1)
+        return rows.backward(residuals, g)  # (B, T, V)
 
     return Loss(forward, backward, name)

@@ -44,6 +44,28 @@ def test_batched_levels_equal_the_recursive_definition():
         np.testing.assert_allclose(h[b], _single(params, t)[0], atol=1e-12)
 
 
+def _nodes_by_level(trees):
+    levels = [list(trees)]
+    while any(kids for _, kids in levels[-1]):
+        levels.append([k for _, kids in levels[-1] for k in kids])
+    return levels
+
+
+def test_all_nodes_gives_every_subtree_its_own_state():
+    rng = np.random.default_rng(3)
+    trees = _trees(rng)
+    layer = jaxbp.TreeLSTM(3, all_nodes=True)
+    _, params, _ = layer.init(jax.random.key(0), (2,))
+    batch = tree.batch_trees(trees, np.float64, levels=4, width=7, arity=4)
+    h = jax.jit(lambda b: layer.forward(params, (), b)[0])(batch)
+    assert h.shape == (4, 7, 3)
+    for lv, nodes in enumerate(_nodes_by_level(trees)):
+        for m, node in enumerate(nodes):
+            np.testing.assert_allclose(h[lv, m], _single(params, node)[0], atol=1e-12)
+    roots = jaxbp.TreeLSTM(3).forward(params, (), batch)[0]
+    np.testing.assert_allclose(h[0, batch["roots"]], roots, atol=0)
+
+
 def test_bad_children_raise_outside_jit():
     rng = np.random.default_rng(1)
     layer = jaxbp.TreeLSTM(3)
