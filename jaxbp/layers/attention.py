@@ -12,6 +12,7 @@ A (A_ij = 1 when query i may see key j: key padding and, with `causal`, j ≤ i)
 The forward keeps Q, K, V, O and L only: O(T) numbers per row, never P. Backward, dO = ∂L/∂O:
 
     P   = A ⊙ exp(S − L)                        recomputed from Q, K and the stored L
+                                                (the whole-matrix form: as the forward did)
     dV  = Pᵀ dO
     dP  = dO Vᵀ
     D_i = Σ_j P_ij dP_ij = Σ_c dO_ic O_ic       rowsum(dO ⊙ O): no T×T product needed
@@ -104,8 +105,8 @@ def _masked_exp(S, allowed, shift):
 # ------------------------------------------------------------------ whole-matrix form
 
 
-def _whole_forward(q, k, v, key_mask, causal):
-    """O, L from the full (T, T) score matrix (inputs already in the accumulation dtype)."""
+def _whole_weights(q, k, key_mask, causal):
+    """P = A ⊙ softmax(S) and L from the full (T, T) score matrix (accumulation dtype)."""
     T, d = q.shape[-2:]
     pos = jnp.arange(T)
     allowed = _visible(key_mask, pos, pos, causal)  # (B', 1, T, T)
@@ -115,18 +116,23 @@ def _whole_forward(q, k, v, key_mask, causal):
     E = _masked_exp(S, allowed, m)  # (B, H, T, T)
     l = E.sum(axis=-1, keepdims=True)  # (B, H, T, 1); 0 on a fully masked row
     l_safe = jnp.where(l > 0, l, 1)
-    out = jnp.einsum("bhqk,bhkd->bhqd", E, v) / l_safe  # (B, H, T, d); 0 on a masked row
+    P = E / l_safe  # (B, H, T, T); a fully masked row is 0
     lse = (m + jnp.log(l_safe))[..., 0]  # (B, H, T); 0 on a masked row
-    return out, lse
+    return P, lse
 
 
-def _whole_backward(q, k, v, out, lse, do, key_mask, causal):
-    T, d = q.shape[-2:]
-    s = 1 / math.sqrt(d)
-    pos = jnp.arange(T)
-    allowed = _visible(key_mask, pos, pos, causal)
-    S = jnp.einsum("bhqd,bhkd->bhqk", q, k) * s  # (B, H, T, T)
-    P = _masked_exp(S, allowed, lse[..., None])  # (B, H, T, T) = A ⊙ exp(S − L)
+def _whole_forward(q, k, v, key_mask, causal):
+    """O = P V and L; P itself is dropped (the backward forms it again)."""
+    P, lse = _whole_weights(q, k, key_mask, causal)
+    return jnp.einsum("bhqk,bhkd->bhqd", P, v), lse  # (B, H, T, d), (B, H, T)
+
+
+def _whole_backward(q, k, v, out, do, key_mask, causal):
+    """P is recomputed by the forward's own steps, not as exp(S − L): under one jit XLA then
+    shares them with the forward (common subexpressions) and adds no T×T pass; compiled
+    alone, it costs one row max and one row sum more than exp(S − L) would."""
+    s = 1 / math.sqrt(q.shape[-1])
+    P, _ = _whole_weights(q, k, key_mask, causal)  # (B, H, T, T)
     dv = jnp.einsum("bhqk,bhqd->bhkd", P, do)  # Pᵀ dO
     dP = jnp.einsum("bhqd,bhkd->bhqk", do, v)  # dO Vᵀ
     D = jnp.sum(do * out, axis=-1, keepdims=True)  # (B, H, T, 1) rowsum(dO ⊙ O)
@@ -285,7 +291,7 @@ def backward(residuals, dout, *, causal=False, block_size=None):
     dtype, T = q.dtype, q.shape[2]
     mask, (q32, k32, v32, o32, do32, lse) = _prepare(key_mask, block_size, q, k, v, out, dout, lse)
     if block_size is None:
-        grads = _whole_backward(q32, k32, v32, o32, lse, do32, mask, causal)
+        grads = _whole_backward(q32, k32, v32, o32, do32, mask, causal)
     else:
         grads = _blocked_backward(q32, k32, v32, o32, lse, do32, mask, causal, block_size)
     return tuple(g[:, :, :T].astype(dtype) for g in grads)
