@@ -12,7 +12,8 @@ A (A_ij = 1 when query i may see key j: key padding and, with `causal`, j ≤ i)
 The forward keeps Q, K, V, O and L only: O(T) numbers per row, never P. Backward, dO = ∂L/∂O:
 
     P   = A ⊙ exp(S − L)                        recomputed from Q, K and the stored L
-                                                (the whole-matrix form: as the forward did)
+                                                (whole-matrix form: by the forward's own softmax
+                                                steps, which XLA shares under one jit)
     dV  = Pᵀ dO
     dP  = dO Vᵀ
     D_i = Σ_j P_ij dP_ij = Σ_c dO_ic O_ic       rowsum(dO ⊙ O): no T×T product needed
