@@ -42,7 +42,7 @@ BASELINE = 1 / 6
 CELLS = {
     "LSTM": lambda h: jaxbp.LSTM(h, return_sequences=False, forget_bias=1.0),
     "GRU": lambda h: jaxbp.GRU(h, return_sequences=False),
-    "RNN(tanh)": lambda h: jaxbp.RNN(h, "tanh", return_sequences=False),
+    "RNN(tanh)": lambda h: jaxbp.RNN(h, activation=jaxbp.Tanh, return_sequences=False),
 }
 
 
@@ -77,7 +77,7 @@ def train(cell, T, hidden, steps, batch, lr, clip, chunk, seed, settle=None, ckp
     _, params, state = model.init(k_init, (T, 2))
     optimizer = optax.chain(optax.clip_by_global_norm(clip), optax.rmsprop(lr))
     opt_state = optimizer.init(params)
-    grad = jaxbp.models.grad.loss_and_grad(model, loss)
+    grad = jaxbp.models.grad.loss_and_grad(model, loss, jit=False)
 
     @jax.jit
     def run_chunk(params, opt_state, key):

@@ -44,15 +44,15 @@ def pca_reconstruct(x_train, x, k):
 def build(kind, hidden):
     if kind == "linear":
         return autoencoder.Autoencoder(jaxbp.Dense(CODE), jaxbp.Dense(64))
-    encoder = jaxbp.MLP([hidden], CODE, activation=jaxbp.Elu)
-    decoder = jaxbp.MLP([hidden], 64, activation=jaxbp.Elu, out_activation=jaxbp.Sigmoid)
+    encoder = jaxbp.MLP([hidden, CODE], activation=jaxbp.Elu)
+    decoder = jaxbp.MLP([hidden, 64], activation=jaxbp.Elu, out_activation=jaxbp.Sigmoid)
     return autoencoder.Autoencoder(encoder, decoder)
 
 
 def train(model, x_train, *, seed, epochs, batch, lr, noise=0.0):
     """Adam on the MSE between model(x̃) and x, x̃ = x + noise·N(0, 1) (x̃ = x without noise)."""
     _, params, state = model.init(jax.random.key(seed), (64,))
-    grad_fn = jaxbp.models.loss_and_grad(model, losses.mse())
+    grad_fn = jaxbp.models.loss_and_grad(model, losses.mse(), jit=False)
 
     def value_and_grad(params, x, key):
         x_in = x + noise * jax.random.normal(key, x.shape) if noise else x

@@ -4,7 +4,7 @@ For every workload (a model, a loss, a batch) the suite times, interleaved round
 that all methods see the same machine load:
 
 * `forward`   — the forward pass and the loss value only (jit);
-* `manual`    — `jaxbp.value_and_grad`: forward + the hand-written backward (jit);
+* `manual`    — `jaxbp.loss_and_grad`: forward + the hand-written backward (jit);
 * `autodiff`  — `jax.jit(jax.value_and_grad(f))` of the same forward;
 * `numpy`     — a NumPy forward + hand-written backward (float32), where the workload has one;
 * `torch`     — PyTorch eager on CPU (`loss.backward()`), only when `import torch` works;
@@ -325,7 +325,7 @@ def reference_errors(prob: Problem) -> dict:
     each array is compared with jaxbp's as max |got − jaxbp| / max |jaxbp|, and the largest
     over the loss and all arrays is reported per reference.
     """
-    value, grads, _ = jaxbp.value_and_grad(prob.model, prob.loss)(
+    value, grads, _ = jaxbp.loss_and_grad(prob.model, prob.loss)(
         prob.params, prob.state, prob.x, prob.y
     )
     ref = [np.asarray(value)] + [np.asarray(g) for g in jax.tree.leaves(grads)]
@@ -358,7 +358,7 @@ def jax_methods(prob: Problem):
         return loss.forward(pred, y)[0]
 
     forward = jax.jit(loss_value)
-    manual = jaxbp.value_and_grad(model, loss)
+    manual = jaxbp.loss_and_grad(model, loss)
     autodiff = jax.jit(jax.value_and_grad(loss_value))
     methods = {
         "forward": lambda: forward(params, state, x, y),
@@ -390,7 +390,7 @@ def sgd_methods(prob: Problem, ks: list[int]):
     model, loss, params, state, x, y = prob[:6]
     out = {}
     for kind, grad_fn in (
-        ("manual", jaxbp.models.loss_and_grad(model, loss)),
+        ("manual", jaxbp.models.loss_and_grad(model, loss, jit=False)),
         ("autodiff", _autodiff_loss_and_grad(model, loss)),
     ):
 

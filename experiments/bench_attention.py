@@ -44,8 +44,8 @@ def attention_methods(block):
 
     def manual(block_size):
         def fn(q, k, v, G):
-            o, res = attention.forward(q, k, v, causal=True, block_size=block_size)
-            grads = attention.backward(res, G, causal=True, block_size=block_size)
+            o, res = attention.attention_forward(q, k, v, causal=True, block_size=block_size)
+            grads = attention.attention_backward(res, G, causal=True, block_size=block_size)
             return jnp.vdot(G, o), grads
 
         return fn
@@ -103,17 +103,19 @@ def _interleaved(fns, args, repeat):
 
 def bench_gpt_step(T, batch, block, repeat, seed=0, vocab=96, dim=128, layers=4, heads=4):
     """One value+grad of the token loss: manual (whole, blocked) vs jax.value_and_grad."""
-    loss = jaxbp.models.token_cross_entropy()
+    loss = jaxbp.losses.token_cross_entropy()
     ids = jax.random.randint(jax.random.key(seed + 1), (batch, T + 1), 0, vocab)
     x, y = ids[:, :-1], ids[:, 1:]
     models = {
-        name: jaxbp.GPT(vocab, dim, layers, heads, max_len=T, block_size=block_size)
+        name: jaxbp.GPT(
+            vocab, features=dim, depth=layers, heads=heads, max_len=T, block_size=block_size
+        )
         for name, block_size in (("manual whole", None), ("manual blocked", block))
     }
     _, params, state = models["manual whole"].init(jax.random.key(seed), (T,))  # shared
     raw = {}
     for name, model in models.items():
-        step = jaxbp.models.grad.loss_and_grad(model, loss)
+        step = jaxbp.models.grad.loss_and_grad(model, loss, jit=False)
         raw[name] = lambda p, x, y, step=step: step(p, state, x, y)[:2]
 
     def value(p, x, y):  # autodiff of the plain (whole-matrix) forward

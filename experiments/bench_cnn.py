@@ -3,7 +3,7 @@
 Both sides compute the loss and the parameter gradients of the same model on the same batch,
 jit-compiled, in one process, float32:
 
-* manual:   `jaxbp.value_and_grad(model, loss)` — forward, then the layers' backward functions;
+* manual:   `jaxbp.loss_and_grad(model, loss)` — forward, then the layers' backward functions;
 * autodiff: `jax.jit(jax.value_and_grad(f))` with f(θ) = loss(model.forward(θ, x), y).
 
 Models: the MNIST-1D CNN (batch 100), a 2-D CNN on 32×32×3 inputs at batch 128 with three
@@ -68,7 +68,7 @@ BENCHMARKS = {
 
 
 def make_steps(model, loss, params, state):
-    manual = jaxbp.value_and_grad(model, loss, train=True)
+    manual = jaxbp.loss_and_grad(model, loss, train=True)
 
     def loss_of(params, x, y):
         pred, _, _ = model.forward(params, state, x, train=True)

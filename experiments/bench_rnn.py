@@ -4,7 +4,7 @@
 
 Model: `serial(cell(hidden), Dense(1))` over (batch, T, features) with an MSE loss on every
 step, for cell = RNN (tanh), LSTM, GRU. Both gradients run jit-compiled in one process, from
-the same parameters and data: `jaxbp.value_and_grad` (the hand-written backward: the reverse
+the same parameters and data: `jaxbp.loss_and_grad` (the hand-written backward: the reverse
 scan carries only the state gradient, the weight gradients are single matmuls after it) and
 `jax.value_and_grad` of the same forward. Reports the median wall time (runs interleaved, so
 machine load hits both alike) and the compiled temporary memory
@@ -33,7 +33,7 @@ def build(cell: str, hidden: int):
 
 def gradient_functions(model, loss, state):
     """(manual, autodiff): both (params, x, y) -> (loss, grads), not yet jitted."""
-    step = jaxbp.models.grad.loss_and_grad(model, loss)
+    step = jaxbp.models.grad.loss_and_grad(model, loss, jit=False)
 
     def manual(params, x, y):
         value, grads, _ = step(params, state, x, y)

@@ -12,7 +12,7 @@ Reports validation loss in nats and bits per character, a unigram baseline, loss
 generated samples (temperature, top-k) and tokens per second.
 
 It also runs the agreement check: a small GPT in float64 trained for 200 steps twice from the
-same init and batches, once with `jaxbp.value_and_grad` and once with `jax.value_and_grad`;
+same init and batches, once with `jaxbp.loss_and_grad` and once with `jax.value_and_grad`;
 the two loss curves must agree to ≤ 1e-9 relative.
 """
 
@@ -75,7 +75,12 @@ def lstm_hidden_for(target_params, vocab, embed):
 
 def build_models(vocab, cfg, dropout):
     gpt = jaxbp.GPT(
-        vocab, cfg["dim"], cfg["layers"], cfg["heads"], max_len=cfg["ctx"], dropout=dropout
+        vocab,
+        features=cfg["dim"],
+        depth=cfg["layers"],
+        heads=cfg["heads"],
+        max_len=cfg["ctx"],
+        dropout=dropout,
     )
     _, p, _ = gpt.init(jax.random.key(0), (cfg["ctx"],))
     n_gpt = sum(int(a.size) for a in jax.tree.leaves(p))
@@ -93,7 +98,7 @@ def build_models(vocab, cfg, dropout):
 
 def evaluate(model, params, state, val, cfg, batches, seed=1):
     """Mean validation loss (nats/char) over fixed random windows."""
-    loss = jaxbp.models.token_cross_entropy()
+    loss = jaxbp.losses.token_cross_entropy()
     x, y = windows(val, np.random.default_rng(seed), (batches, cfg["batch"]), cfg["ctx"])
 
     @jax.jit
@@ -113,7 +118,7 @@ def train_model(name, model, train_ids, val, cfg, args, eval_batches):
     ts = train.init_train_state(model, opt, jax.random.key(args.seed), (cfg["ctx"],))
     chunk = cfg["eval_every"]
     step = train.make_train_step(
-        model, jaxbp.models.token_cross_entropy(), opt, steps_per_call=chunk, clip_norm=1.0
+        model, jaxbp.losses.token_cross_entropy(), opt, steps_per_call=chunk, clip_norm=1.0
     )
     rng = np.random.default_rng(args.seed)
     curve, val_curve, train_time = [], [], 0.0
@@ -160,13 +165,13 @@ def agreement_run(steps=200, seed=0, adam=True):
     rounding-level gradient differences on near-zero entries to O(lr) steps)."""
     _, vocab, ids = load_text()
     train_ids, _ = split(ids)
-    model = jaxbp.GPT(len(vocab), dim=16, layers=2, heads=2, max_len=16)
-    loss = jaxbp.models.token_cross_entropy()
+    model = jaxbp.GPT(len(vocab), features=16, depth=2, heads=2, max_len=16)
+    loss = jaxbp.losses.token_cross_entropy()
     x, y = windows(train_ids, np.random.default_rng(seed), (steps, 4), 16)
     with jax.enable_x64(True):
         _, params0, state = model.init(jax.random.key(seed), (16,))
         params0 = jax.tree.map(lambda p: p.astype(jnp.float64), params0)
-        manual = jaxbp.value_and_grad(model, loss)
+        manual = jaxbp.loss_and_grad(model, loss)
 
         def autodiff(p, x, y):
             return jax.value_and_grad(lambda q: loss.forward(model.forward(q, state, x)[0], y)[0])(

@@ -3,7 +3,7 @@
     Conv2D(16, 3, SAME) → BatchNorm → ReLU → Conv2D(32, 3, SAME) → BatchNorm → ReLU
     → MaxPool2D(2) → Flatten → Dropout(0.3) → Dense(64) → ReLU → Dropout(0.3) → Dense(10)
 
-Trained with the hand-written backward (`jaxbp.value_and_grad`), Adam lr 3e-3, batch 64;
+Trained with the hand-written backward (`jaxbp.loss_and_grad`), Adam lr 3e-3, batch 64;
 batch norm uses batch statistics in training and its running averages at test time, dropout
 is on only in training. 1437 training / 360 test images (`jaxbp.data.digits(image=True)`).
 

@@ -66,8 +66,8 @@ def Pack(m: int) -> Layer:
 
 
 def networks(z_dim, data_dim, hidden, pack=1, out_activation=None):
-    G = jaxbp.MLP(list(hidden), data_dim, activation=jaxbp.Relu, out_activation=out_activation)
-    D = jaxbp.MLP(list(hidden), 1, activation=lambda: jaxbp.LeakyRelu(0.2))
+    G = jaxbp.MLP([*hidden, data_dim], activation=jaxbp.Relu, out_activation=out_activation)
+    D = jaxbp.MLP([*hidden, 1], activation=lambda: jaxbp.LeakyRelu(negative_slope=0.2))
     if pack > 1:
         D = jaxbp.serial(Pack(pack), D)
     return G, D

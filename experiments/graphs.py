@@ -52,9 +52,9 @@ def karate_encoder(embed_dim=2):
     """X = I -> a 2-D node embedding (the hidden layer plotted)."""
     return jaxbp.serial(
         jaxbp.GCN(16),
-        jaxbp.NodeMap(jaxbp.Tanh()),
+        jaxbp.node_map(jaxbp.Tanh()),
         jaxbp.GCN(embed_dim),
-        jaxbp.NodeMap(jaxbp.Tanh()),
+        jaxbp.node_map(jaxbp.Tanh()),
     )
 
 
@@ -121,18 +121,18 @@ def planted_partition(seed, nodes_per_block=50, blocks=4, p_in=0.1, p_out=0.01, 
 def sbm_models(blocks=4):
     return {
         "GCN": jaxbp.serial(
-            jaxbp.GCN(16), jaxbp.NodeMap(jaxbp.Relu()), jaxbp.GCN(blocks), jaxbp.Nodes()
+            jaxbp.GCN(16), jaxbp.node_map(jaxbp.Relu()), jaxbp.GCN(blocks), jaxbp.Nodes()
         ),
         "GAT": jaxbp.serial(
             jaxbp.GAT(8, heads=4),
-            jaxbp.NodeMap(jaxbp.Elu()),
+            jaxbp.node_map(jaxbp.Elu()),
             jaxbp.GAT(blocks, heads=1, concat=False),
             jaxbp.Nodes(),
         ),
         "MLP": jaxbp.serial(
-            jaxbp.NodeMap(jaxbp.Dense(16)),
-            jaxbp.NodeMap(jaxbp.Relu()),
-            jaxbp.NodeMap(jaxbp.Dense(blocks)),
+            jaxbp.node_map(jaxbp.Dense(16)),
+            jaxbp.node_map(jaxbp.Relu()),
+            jaxbp.node_map(jaxbp.Dense(blocks)),
             jaxbp.Nodes(),
         ),
     }
@@ -190,10 +190,10 @@ def graph_classification(seed, n_train, n_test, steps):
     test_graphs, y_test = shape_dataset(rng, n_test)
     net = jaxbp.serial(
         jaxbp.GCN(16),
-        jaxbp.NodeMap(jaxbp.Tanh()),
+        jaxbp.node_map(jaxbp.Tanh()),
         jaxbp.GCN(16),
-        jaxbp.NodeMap(jaxbp.Tanh()),
-        jaxbp.GraphReadout("mean"),
+        jaxbp.node_map(jaxbp.Tanh()),
+        jaxbp.GraphReadout(mode="mean"),
         jaxbp.Dense(len(SHAPES)),
     )
     batch = {k: jnp.asarray(v) for k, v in batch_graphs(train_graphs).items()}

@@ -88,7 +88,7 @@ def gradient_descent(X, Y, alpha, iterations, seed=0):
     _, _, state = model.init(jax.random.key(seed), (1,))
     params = {"W": jnp.array([[np.random.default_rng(seed).normal()]]), "b": jnp.zeros(1)}
     x, y = jnp.asarray(X)[:, None], jnp.asarray(Y)[:, None]
-    step = jaxbp.models.loss_and_grad(model, loss)
+    step = jaxbp.models.loss_and_grad(model, loss, jit=False)
 
     def body(p, _):
         value, g, _ = step(p, state, x, y)

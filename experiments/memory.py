@@ -8,8 +8,8 @@ One process, float32. For a residual MLP (blocks x + tanh(x W + b), width 512, b
 workspace, not the parameters or the gradients, which are the program's arguments and outputs)
 and the median wall time of value + grad for:
 
-* jaxbp: store-all (`serial`), `remat` around every block, `checkpointed` with `every(4)`,
-  `sqrt_n()` and `revolve(8)`; LSTM(checkpoint_every=⌈√T⌉);
+* jaxbp: store-all (`serial`), `remat` around every block, `remat_sequence` with `every(4)`,
+  `sqrt_n()` and `revolve(8)`; LSTM(remat_every=⌈√T⌉);
 * autodiff (`jax.value_and_grad`) of the same forward, alone and with `jax.checkpoint` on √n
   segments (policies: nothing saveable, dots saveable), once as written and once with XLA:CPU
   told to keep optimization barriers, and as a `lax.scan` over checkpointed segments; for the
@@ -198,9 +198,9 @@ def jaxbp_models(blocks):
     return {
         "store-all": (jaxbp.serial(*blocks), recompute.store_all().plan(n)),
         "remat each block": (jaxbp.serial(*[jaxbp.remat(b) for b in blocks]), None),
-        "every(4)": (jaxbp.checkpointed(*blocks, schedule=recompute.every(4)), "every4"),
-        "√n": (jaxbp.checkpointed(*blocks, schedule=recompute.sqrt_n()), "sqrt"),
-        "revolve(8)": (jaxbp.checkpointed(*blocks, schedule=recompute.revolve(8)), "revolve8"),
+        "every(4)": (jaxbp.remat_sequence(*blocks, schedule=recompute.every(4)), "every4"),
+        "√n": (jaxbp.remat_sequence(*blocks, schedule=recompute.sqrt_n()), "sqrt"),
+        "revolve(8)": (jaxbp.remat_sequence(*blocks, schedule=recompute.revolve(8)), "revolve8"),
     }
 
 
@@ -255,7 +255,7 @@ def mlp_depth(n, width, batch, repeat, seed):
 def lstm_T(T, hidden, batch, features, repeat, seed):
     k = math.isqrt(T - 1) + 1
     plain = jaxbp.LSTM(hidden, return_sequences=False)
-    ck = jaxbp.LSTM(hidden, return_sequences=False, checkpoint_every=k)
+    ck = jaxbp.LSTM(hidden, return_sequences=False, remat_every=k)
     _, params, state = plain.init(jax.random.key(seed), (T, features))
     params = jax.tree.map(lambda a: a.astype(jnp.float32), params)
     x = jax.random.normal(jax.random.key(seed + 1), (batch, T, features), jnp.float32)
@@ -292,7 +292,7 @@ def lstm_T(T, hidden, batch, features, repeat, seed):
 
     fns = {
         "store-all": manual_step(plain, state),
-        f"checkpoint_every={k}": manual_step(ck, state),
+        f"remat_every={k}": manual_step(ck, state),
         "autodiff": jax.value_and_grad(autodiff_loss),
         f"jax.checkpoint segments of {k}": jax.value_and_grad(checkpoint_loss),
     }
@@ -335,12 +335,12 @@ def isolation_proof(depth, width, batch, segments):
             "jaxbp store-all": (manual_step(plain, state), None),
             "jaxbp every(k), isolation=barrier": (
                 manual_step(
-                    jaxbp.checkpointed(*layers, schedule=every, isolation="barrier"), state
+                    jaxbp.remat_sequence(*layers, schedule=every, isolation="barrier"), state
                 ),
                 None,
             ),
             "jaxbp every(k), isolation=cond": (
-                manual_step(jaxbp.checkpointed(*layers, schedule=every), state),
+                manual_step(jaxbp.remat_sequence(*layers, schedule=every), state),
                 None,
             ),
             "autodiff": (jax.value_and_grad(loss_plain), None),

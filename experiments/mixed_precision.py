@@ -135,7 +135,7 @@ def run(model, data, lr, batch, steps, seed, precision_label, loss=LOSS):
 def underflow(model, params, model_state, x, y, loss=LOSS) -> dict:
     """Per parameter leaf: the fraction of gradient entries non-zero in float32 and exactly 0
     in float16 (no loss scaling), and the same with the default dynamic scale S = 2¹⁵."""
-    grad_fn = jax.jit(loss_and_grad(model, loss, train=False))
+    grad_fn = jax.jit(loss_and_grad(model, loss, train=False, jit=False))
     _, g32, _ = grad_fn(params, model_state, x, y)
     to16 = lambda t: precision.cast_floats(t, jnp.float16)
     _, g16, _ = grad_fn(to16(params), to16(model_state), to16(x), y)

@@ -20,7 +20,7 @@ from jaxbp import data, losses
 
 
 def build(hidden=(128, 128)):
-    return jaxbp.MLP(list(hidden), 10, activation=jaxbp.Relu, w_init="he_normal")
+    return jaxbp.MLP([*hidden, 10], activation=jaxbp.Relu, w_init="he_normal")
 
 
 def make_epoch(grad_fn, optimizer, batch_size):
@@ -64,7 +64,7 @@ def main(argv=None):
         _, params0, state = model.init(jax.random.key(args.seed), (64,))
         optimizer = optax.adam(args.lr)
 
-        manual = jaxbp.models.loss_and_grad(model, loss)
+        manual = jaxbp.models.loss_and_grad(model, loss, jit=False)
 
         def manual_grad(params, x, y):
             value, grads, _ = manual(params, state, x, y)

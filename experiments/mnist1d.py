@@ -47,7 +47,7 @@ def logistic():
 
 
 def mlp():
-    return jaxbp.models.MLP([100, 100], 10, w_init=W_INIT)
+    return jaxbp.models.MLP([100, 100, 10], w_init=W_INIT)
 
 
 def cnn(channels: int = 25):
@@ -70,7 +70,7 @@ def gru(hidden: int = 6):
     each) flattened into one linear layer 480 → 10."""
     return jaxbp.serial(
         jaxbp.Reshape((40, 1)),  # (N, 40) -> (N, 40, 1): a sequence of 40 scalars
-        jaxbp.Bidirectional(jaxbp.GRU(hidden, return_sequences=True)),  # (N, 40, 12)
+        jaxbp.bidirectional(jaxbp.GRU(hidden, return_sequences=True)),  # (N, 40, 12)
         jaxbp.Flatten(),  # (N, 480)
         jaxbp.Dense(10, w_init=W_INIT),
     )
@@ -112,7 +112,7 @@ def train(
     eval_every: int = 250,
     optimizer=None,
 ):
-    """Train `model` with the manual backward (`jaxbp.value_and_grad`) and Adam.
+    """Train `model` with the manual backward (`jaxbp.loss_and_grad`) and Adam.
 
     The steps between evaluations run in one `lax.scan`. Returns a dict with the final test
     accuracy, the curve of (step, train loss, test accuracy) and the wall time (compile
@@ -127,7 +127,7 @@ def train(
     _, params, state = model.init(k_init, x_train.shape[1:])
     opt = optax.adam(lr) if optimizer is None else optimizer
     opt_state = opt.init(params)
-    grad_fn = jaxbp.value_and_grad(model, loss, train=True)
+    grad_fn = jaxbp.loss_and_grad(model, loss, train=True)
     idx = jnp.asarray(batch_indices(len(x_train), batch, steps, seed))
 
     def step(carry, inputs):

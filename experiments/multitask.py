@@ -46,7 +46,7 @@ def targets(digits):
 def train(model, loss, x, y, *, key, steps, batch, lr):
     _, params, state = model.init(key, (x.shape[1],))
     opt = optax.adam(lr)
-    step = jaxbp.models.loss_and_grad(model, loss)
+    step = jaxbp.models.loss_and_grad(model, loss, jit=False)
     rows = jax.random.randint(jax.random.fold_in(key, 1), (steps, batch), 0, x.shape[0])
 
     def body(carry, idx):

@@ -143,7 +143,7 @@ def main(argv=None):
         d["x_train"], d["y_train"], test_fraction=0.2, seed=args.seed + 1
     )
     d = {**d, "x_train": x_tr, "y_train": y_tr, "x_val": x_val, "y_val": y_val}
-    model = jaxbp.MLP([64], 10)  # one object: fit's compilation is shared across runs
+    model = jaxbp.MLP([64, 10])  # one object: fit's compilation is shared across runs
     loss = losses.softmax_cross_entropy()
     evaluate = train.make_eval_step(model, loss)
     d = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in d.items()}

@@ -2,12 +2,12 @@
 
     python -m experiments.report [--out results]
 
-For every experiment in `experiments.run_all.EXPERIMENTS` the page reads the "report" key of
+For every experiment in `experiments.catalog.EXPERIMENTS` the page reads the "report" key of
 `<results>/<module name>.json` (the contract: title, command, headline rows of measured value,
 reference and ok, figures, status, notes; see `experiments.common.report`) and shows its
 headline numbers next to their references, its figures and its full-size command. It adds the
 outcome `run_all` recorded (`run_all.json`: ok, or failed with the exception), the gradient-check
-table (`check_table.txt`, from `python -m jaxbp.check`) and the machine and versions. Nothing on
+table (`check_table.txt`, from `python -m jaxbp.cases`) and the machine and versions. Nothing on
 the page is typed in: an experiment whose run failed, whose JSON is absent or lacks "report", or
 whose figure is missing shows as such. Any other JSON in the folder with a "report" key joins
 too, so an experiment only has to write the key to appear.
@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import jaxbp
 from experiments import common
+from experiments.catalog import EXPERIMENTS
 
 PAGE = "index.html"
 OUTCOMES = "run_all.json"
@@ -108,7 +109,7 @@ def collect(results: Path, experiments) -> list[Row]:
     for path in sorted(results.glob("*.json")):
         data = _read_json(path) if path.name not in listed else None
         if isinstance(data, dict) and "report" in data:
-            rows.append(_row(f"({path.stem}: not in run_all.EXPERIMENTS)", path, None))
+            rows.append(_row(f"({path.stem}: not in catalog.EXPERIMENTS)", path, None))
     return rows
 
 
@@ -256,7 +257,7 @@ def _section(row: Row, results: Path) -> str:
 def _check_section(results: Path) -> str:
     path = results / CHECK_TABLE
     if not path.is_file():
-        return (f'<p class="missing">no {CHECK_TABLE}: run <code>python -m jaxbp.check | tee '
+        return (f'<p class="missing">no {CHECK_TABLE}: run <code>python -m jaxbp.cases | tee '
                 f"{_esc(results / CHECK_TABLE)}</code> (make demo does)</p>")  # fmt: skip
     text = path.read_text()
     last = [line for line in text.splitlines() if line.strip()][-1:] or ["(empty)"]
@@ -285,7 +286,7 @@ def render(rows: list[Row], results: Path, info: dict) -> str:
         "<code>python -m experiments.report</code>; every number below comes from those runs.</p>",
         head,
         _summary(rows),
-        '<h2 id="check">Gradient checks (<code>python -m jaxbp.check</code>)</h2>',
+        '<h2 id="check">Gradient checks (<code>python -m jaxbp.cases</code>)</h2>',
         _check_section(results),
         *(_section(row, results) for row in rows),
         '<h2 id="machine">Machine and versions</h2>',
@@ -297,8 +298,7 @@ def render(rows: list[Row], results: Path, info: dict) -> str:
 
 def build(results, experiments=None) -> Path:
     """Write `<results>/index.html`; returns its path."""
-    if experiments is None:
-        from experiments.run_all import EXPERIMENTS as experiments
+    experiments = EXPERIMENTS if experiments is None else experiments
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     rows = collect(results, experiments)

@@ -15,36 +15,11 @@ import time
 import traceback
 from pathlib import Path
 
-EXPERIMENTS = [
-    "experiments.linear_regression",
-    "experiments.mlp_digits",
-    "experiments.optimizers",
-    "experiments.train_overhead",
-    "experiments.vanishing_gradients",
-    "experiments.backprop_cost",
-    "experiments.mnist1d",
-    "experiments.cnn_digits",
-    "experiments.bench_cnn",
-    "experiments.bench_rnn",
-    "experiments.adding_problem",
-    "experiments.exploding_gradients",
-    "experiments.scaling",
-    "experiments.autoencoder",
-    "experiments.vae",
-    "experiments.gan",
-    "experiments.mixed_precision",
-    "experiments.memory",
-    "experiments.bench_attention",
-    "experiments.char_lm",
-    "experiments.graphs",
-    "experiments.tree_arithmetic",
-    "experiments.multitask",
-]
+from experiments import common, report
+from experiments.catalog import EXPERIMENTS
 
 
 def _results_dir(argv) -> Path:
-    from experiments import common
-
     args, _ = common.parser("").parse_known_args(argv)
     return common.out_dir(args)
 
@@ -75,8 +50,6 @@ def main(argv=None, experiments=None) -> int:
         record["experiments"].append(run_one(name, argv))
         (results / "run_all.json").write_text(json.dumps(record, indent=2) + "\n")
     failed = [o["experiment"] for o in record["experiments"] if o["status"] != "ok"]
-    from experiments import report
-
     report.build(results, experiments)
     if failed:
         print(f"\n{len(failed)} experiment(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -56,7 +56,7 @@ def main(argv=None):
 
     d = data.digits(seed=args.seed)
     x, y = d["x_train"], d["y_train"]
-    model = jaxbp.MLP([args.hidden], 10)
+    model = jaxbp.MLP([args.hidden, 10])
     loss = losses.softmax_cross_entropy()
     opt = optim.adam(1e-3)
     key = jax.random.key(args.seed)

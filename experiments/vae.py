@@ -17,19 +17,20 @@ import numpy as np
 import jaxbp
 from experiments import common
 from experiments.autoencoder import digits01
+from jaxbp import losses
 from jaxbp.models import autoencoder as ae
 
 
 def build(latent, hidden):
-    encoder = jaxbp.MLP([hidden], 2 * latent, activation=jaxbp.Elu)
-    decoder = jaxbp.MLP([hidden], 64, activation=jaxbp.Elu)
+    encoder = jaxbp.MLP([hidden, 2 * latent], activation=jaxbp.Elu)
+    decoder = jaxbp.MLP([hidden, 64], activation=jaxbp.Elu)
     return encoder, decoder, ae.VAE(encoder, decoder)
 
 
 def train(vae, x_train, *, seed, epochs, batch, lr):
     """Adam on −ELBO; a fresh key (fresh ε) every step."""
     _, params, state = vae.init(jax.random.key(seed), (64,))
-    grad_fn = jaxbp.models.loss_and_grad(vae, ae.vae_loss())
+    grad_fn = jaxbp.models.loss_and_grad(vae, losses.vae_loss(), jit=False)
 
     def value_and_grad(params, x, key):
         return grad_fn(params, state, x, (x, None), key)[:2]
@@ -44,10 +45,12 @@ def bounds(encoder, decoder, params, state, x, seed, ks):
     """Test ELBO (analytic KL, one ε per image) and IWAE bounds, nats per image ± s.e."""
     x = jnp.asarray(x)
     key = jax.random.key(seed + 12345)
-    elbo = np.asarray(ae.elbo(encoder, decoder, params, state, x, key))
+    elbo = np.asarray(ae.elbo(encoder, decoder, params, state, x, key=key))
     out, per_image = {"elbo": _mean_se(elbo)}, {"elbo": elbo}
     for i, k in enumerate(ks):
-        fn = jax.jit(lambda p, x, key, k=k: ae.iwae_bound(encoder, decoder, p, state, x, key, k=k))
+        fn = jax.jit(
+            lambda p, x, key, k=k: ae.iwae_bound(encoder, decoder, p, state, x, key=key, k=k)
+        )
         per_image[k] = np.asarray(fn(params, x, jax.random.fold_in(key, i)))
         out[f"iwae_{k}"] = _mean_se(per_image[k])
     # paired differences (same images, independent samples) carry the noise of a comparison

@@ -76,7 +76,7 @@ def _activation_layer(activation: str):
 @functools.partial(jax.jit, static_argnames="activation")
 def hidden_forward(p, a, activation):
     """One hidden layer z = a W + b, h = f(z), with the residuals its backward needs."""
-    z, dense_res = dense.forward(p, a)
+    z, dense_res = dense.dense_forward(p, a)
     h, act_res, _ = _activation_layer(activation).forward((), (), z)
     return h, z, (dense_res, act_res)
 
@@ -86,16 +86,16 @@ def hidden_backward(p, residuals, dh, activation):
     """Its chain rule: δ = ∂L/∂z = f′(z) ⊙ dh, then (∂L/∂W, ∂L/∂b) and ∂L/∂a = δ Wᵀ."""
     dense_res, act_res = residuals
     _, delta = _activation_layer(activation).backward((), act_res, dh)
-    dp, da = dense.backward(p, dense_res, delta)
+    dp, da = dense.dense_backward(p, dense_res, delta)
     return dp, da, delta
 
 
 @jax.jit
 def _output_loss_and_delta(p, a, y):
-    logits, res = dense.forward(p, a)
+    logits, res = dense.dense_forward(p, a)
     loss = jaxbp.losses.softmax_cross_entropy()
     value, loss_res = loss.forward(logits, y)
-    _, da = dense.backward(p, res, loss.backward(loss_res))
+    _, da = dense.dense_backward(p, res, loss.backward(loss_res))
     return value, da
 
 
@@ -139,11 +139,11 @@ def init_params(key, depth, width, in_dim, n_out, w_init):
     dims = [in_dim] + [width] * depth + [n_out]
     keys = jax.random.split(key, depth + 1)
     shapes = zip(keys, dims[:-1], dims[1:], strict=True)
-    return [_dense_init(k, i, o, INITS[w_init]) for k, i, o in shapes]
+    return [_dense_init(k, i, o, w_init=INITS[w_init]) for k, i, o in shapes]
 
 
 # compiled once per (in, out, initializer) and shared by every layer of that shape
-_dense_init = jax.jit(dense.init, static_argnums=(1, 2, 3))
+_dense_init = jax.jit(dense.dense_init, static_argnums=(1, 2), static_argnames=("w_init",))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
@@ -278,7 +278,7 @@ def _trainer(activation, depth, width, in_dim, batch):
     """Compiled (epoch, accuracy) for one architecture; every initialization reuses them."""
     model = jaxbp.serial(*mlp_layers(depth, width, 10, activation))
     state = tuple(() for _ in range(2 * depth + 1))
-    step = jaxbp.models.loss_and_grad(model, jaxbp.losses.softmax_cross_entropy())
+    step = jaxbp.models.loss_and_grad(model, jaxbp.losses.softmax_cross_entropy(), jit=False)
 
     @jax.jit
     def epoch(params, x_tr, y_tr, key, lr):

@@ -1,15 +1,16 @@
 """jaxbp: backpropagation written out by hand in JAX, and proven equal to JAX's autodiff.
 
-Levels: ops (`jaxbp.layers.dense.forward/backward`, ...), layers (`Dense(256)`, `Relu()`, ...)
-composed with `serial`/`residual`/`parallel`, and models (a layer plus a loss, differentiated by
-`value_and_grad`). `jaxbp.check` verifies any backward; `jaxbp.autodiff` plugs a layer's
-backward into JAX's own differentiation.
+Levels: ops (`jaxbp.layers.dense.dense_forward/dense_backward`, ...), layers (`Dense(256)`,
+`Relu()`, ...) composed with `serial`/`residual`/`parallel`, and models (a layer plus a loss,
+differentiated by `loss_and_grad`). `jaxbp.check` verifies any backward; `jaxbp.autodiff` plugs
+a layer's backward into JAX's own differentiation. The naming rules are in
+docs/conventions.md, which also lists every name exported here.
 """
-
-import importlib
 
 from jaxbp import (
     activations,
+    autodiff,
+    check,
     checkpoint,
     data,
     distributed,
@@ -36,6 +37,7 @@ from jaxbp.activations import (
     Softplus,
     Tanh,
 )
+from jaxbp.distributed import data_parallel
 from jaxbp.layer import Layer, parallel, residual, serial
 from jaxbp.layers import (
     GAT,
@@ -46,7 +48,6 @@ from jaxbp.layers import (
     AvgPool1D,
     AvgPool2D,
     BatchNorm,
-    Bidirectional,
     Conv1D,
     Conv2D,
     Dense,
@@ -61,99 +62,112 @@ from jaxbp.layers import (
     MaxPool1D,
     MaxPool2D,
     MultiHeadAttention,
-    NodeMap,
     Nodes,
     PositionalEmbedding,
     Reshape,
     TransformerBlock,
     TreeLSTM,
+    bidirectional,
+    node_map,
 )
 from jaxbp.losses import Loss
-from jaxbp.models import GPT, MLP, value_and_grad
+from jaxbp.models import GPT, MLP, VAE, Autoencoder, loss_and_grad
 from jaxbp.precision import dynamic_loss_scale
-from jaxbp.recompute import checkpointed, remat
-from jaxbp.train import fit, make_train_step
+from jaxbp.recompute import remat, remat_sequence
+from jaxbp.train import (
+    DivergenceError,
+    FitResult,
+    TrainState,
+    fit,
+    init_train_state,
+    make_train_step,
+)
 
 __version__ = "0.1.0"
 
-# `check` and `autodiff` load on first use, so that `python -m jaxbp.check` runs the module
-# fresh instead of finding it half-imported by the package.
-_LAZY = ("check", "autodiff")
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return importlib.import_module(f"jaxbp.{name}")
-    raise AttributeError(f"module 'jaxbp' has no attribute {name!r}")
-
-
+# The same list, in the same groups, is written in docs/conventions.md ("Public names");
+# tests/test_conventions.py holds the two equal.
 __all__ = [
+    # layer constructors
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
-    "Bidirectional",
     "Conv1D",
     "Conv2D",
     "Dense",
     "Dropout",
-    "Elu",
     "Embedding",
     "FeedForward",
     "Flatten",
-    "GPT",
     "GAT",
     "GCN",
     "GRU",
     "GaussianSample",
-    "Gelu",
     "GlobalAvgPool",
     "GraphReadout",
-    "Identity",
     "LSTM",
-    "Layer",
     "LayerNorm",
-    "LeakyRelu",
-    "LogSoftmax",
-    "Loss",
-    "MLP",
     "MaxPool1D",
     "MaxPool2D",
     "MultiHeadAttention",
-    "PositionalEmbedding",
-    "NodeMap",
     "Nodes",
+    "PositionalEmbedding",
     "RNN",
-    "Relu",
     "Reshape",
+    "TransformerBlock",
+    "TreeLSTM",
+    # activation constructors
+    "Elu",
+    "Gelu",
+    "Identity",
+    "LeakyRelu",
+    "LogSoftmax",
+    "Relu",
     "Sigmoid",
     "Silu",
     "Softmax",
     "Softplus",
     "Tanh",
-    "TransformerBlock",
-    "TreeLSTM",
+    # models
+    "Autoencoder",
+    "GPT",
+    "MLP",
+    "VAE",
+    # combinators
+    "bidirectional",
+    "data_parallel",
+    "node_map",
+    "parallel",
+    "remat",
+    "remat_sequence",
+    "residual",
+    "serial",
+    # types
+    "Layer",
+    "Loss",
+    # training
+    "DivergenceError",
+    "FitResult",
+    "TrainState",
+    "dynamic_loss_scale",
+    "fit",
+    "init_train_state",
+    "loss_and_grad",
+    "make_train_step",
+    # modules
     "activations",
     "autodiff",
     "check",
     "checkpoint",
-    "checkpointed",
     "data",
     "distributed",
-    "dynamic_loss_scale",
-    "fit",
     "indices",
     "init",
     "layers",
     "losses",
-    "make_train_step",
     "models",
     "optim",
-    "parallel",
     "precision",
     "recompute",
-    "remat",
-    "residual",
-    "serial",
     "train",
-    "value_and_grad",
 ]

@@ -145,7 +145,7 @@ def leaky_relu_prime(z, negative_slope: float = 0.01):
     return jnp.where(z > 0, 1.0, negative_slope).astype(z.dtype)
 
 
-def LeakyRelu(negative_slope: float = 0.01) -> Layer:
+def LeakyRelu(*, negative_slope: float = 0.01) -> Layer:
     """a = z for z > 0, α z otherwise; dz = (1 or α) ⊙ da, read from the sign of a (α ≥ 0)."""
     name = f"LeakyRelu({negative_slope})"
     if not isinstance(negative_slope, int | float) or not negative_slope >= 0:
@@ -170,7 +170,7 @@ def elu_prime(z, alpha: float = 1.0):
     return jnp.where(z > 0, 1.0, alpha * jnp.exp(jnp.minimum(z, 0))).astype(z.dtype)
 
 
-def Elu(alpha: float = 1.0) -> Layer:
+def Elu(*, alpha: float = 1.0) -> Layer:
     """a = elu(z); dz = da for a > 0, (a + α) ⊙ da otherwise (since α e^z = a + α), α > 0."""
     name = f"Elu({alpha})"
     if not isinstance(alpha, int | float) or not alpha > 0:
@@ -207,7 +207,7 @@ def gelu_prime(z, approximate: bool = False):
     return cdf + z * pdf
 
 
-def Gelu(approximate: bool = False) -> Layer:
+def Gelu(*, approximate: bool = False) -> Layer:
     """a = gelu(z); dz = gelu′(z) ⊙ da (keeps z)."""
     name = "Gelu(tanh)" if approximate else "Gelu"
     return _activation(
@@ -278,14 +278,14 @@ def log_softmax_backward(a, da, axis: int = -1):
     return da - jnp.exp(a) * da.sum(axis=axis, keepdims=True)
 
 
-def Softmax(axis: int = -1) -> Layer:
+def Softmax(*, axis: int = -1) -> Layer:
     """a = softmax(z) over `axis`; dz = a ⊙ (da − ⟨a, da⟩)."""
     return _activation(
         "Softmax", lambda z: softmax(z, axis), lambda a, da: softmax_backward(a, da, axis), "a"
     )
 
 
-def LogSoftmax(axis: int = -1) -> Layer:
+def LogSoftmax(*, axis: int = -1) -> Layer:
     """a = log softmax(z) over `axis`; dz = da − e^a Σ da."""
     return _activation(
         "LogSoftmax",

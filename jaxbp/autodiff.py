@@ -63,7 +63,7 @@ def to_jax(layer: Layer, *, train: bool = False):
 
 def loss_fn(model: Layer, loss: Loss, *, train: bool = True):
     """`f(params, state, x, y, key=None) -> loss` whose `jax.grad` (w.r.t. params) is the
-    hand-written gradient of `jaxbp.value_and_grad`."""
+    hand-written gradient of `jaxbp.loss_and_grad`."""
     apply = to_jax(model, train=train)
     loss_apply = to_jax_loss(loss)
 

@@ -43,7 +43,7 @@ Write a layer, then check it::
     >>> report.ok
     True
 
-`python -m jaxbp.check` checks every built-in layer, loss and model and prints one table.
+`python -m jaxbp.cases` checks every built-in layer, loss and model and prints one table.
 """
 
 from __future__ import annotations
@@ -510,7 +510,7 @@ def check_model(
     jit: bool = False,
     **kwargs,
 ) -> Report:
-    """Check the gradient of loss(model(θ, x), y) from `jaxbp.value_and_grad` against
+    """Check the gradient of loss(model(θ, x), y) from `jaxbp.loss_and_grad` against
     `jax.vjp` (cotangent 1 of the scalar loss) and finite differences."""
     from jaxbp.models.grad import loss_and_grad
 
@@ -521,7 +521,7 @@ def check_model(
         _, p0, s0 = model.init(k_init, x.shape[1:])
         params = _cast(p0 if params is None else params, dtype)
         state = s0 if state is None else state
-        step = loss_and_grad(model, loss, train=train)
+        step = loss_and_grad(model, loss, train=train, jit=False)
 
         def f(p):
             pred = model.forward(p, state, x, key=k_fwd, train=train)[0]
@@ -562,10 +562,10 @@ def run_case(case, *, seed=0, batch=3, dtype=jnp.float64, jit=False, **kwargs) -
 
 
 def main(argv=None) -> int:
-    """`python -m jaxbp.check`: check every built-in layer, loss and model; print a table."""
+    """`python -m jaxbp.cases`: check every built-in layer, loss and model; print a table."""
     from jaxbp.cases import CASES
 
-    parser = argparse.ArgumentParser(prog="python -m jaxbp.check", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m jaxbp.cases", description=main.__doc__)
     parser.add_argument("-k", default="", help="only cases whose name contains this")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

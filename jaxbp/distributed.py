@@ -42,7 +42,7 @@ same code splits 8 ways):
     >>> import jax, numpy as np, jaxbp
     >>> from jaxbp import distributed, losses, optim, train
     >>> mesh = distributed.make_mesh()                      # all devices on the "data" axis
-    >>> model, opt = jaxbp.MLP([8], 2), optim.adam(1e-2)
+    >>> model, opt = jaxbp.MLP([8, 2]), optim.adam(1e-2)
     >>> state = train.init_train_state(model, opt, jax.random.key(0), (4,))
     >>> step = distributed.make_parallel_train_step(model, losses.softmax_cross_entropy(), opt,
     ...                                             mesh)
@@ -186,7 +186,7 @@ def _collective_layer(name, forward_op, backward_op) -> Layer:
     return Layer(init, forward, backward, name)
 
 
-def Replicate(axis_name: str = MODEL) -> Layer:
+def Replicate(*, axis_name: str = MODEL) -> Layer:
     """Megatron's f, in front of a column-parallel layer: forward y = x (the identity on a
     replicated input), backward dx = Σ_devices dy (all-reduce), because every device's shard
     of the next layer used the same x."""
@@ -197,7 +197,7 @@ def Replicate(axis_name: str = MODEL) -> Layer:
     )
 
 
-def AllReduce(axis_name: str = MODEL) -> Layer:
+def AllReduce(*, axis_name: str = MODEL) -> Layer:
     """Megatron's g, after a row-parallel layer: forward y = Σ_devices x (all-reduce),
     backward dx = dy (identity), the conjugate of `Replicate`."""
     return _collective_layer(
@@ -212,7 +212,7 @@ def _check_axis(name, axis):
         raise ValueError(f"{name}: axis must be a nonzero int (0 is the batch), got {axis!r}")
 
 
-def AllGather(axis_name: str = MODEL, axis: int = -1) -> Layer:
+def AllGather(*, axis_name: str = MODEL, axis: int = -1) -> Layer:
     """Gather the devices' blocks along the feature `axis` (negative counts from the end),
     for a consumer that uses its copy differently on each device (its own weight shard, as
     in sequence parallelism): forward all-gather, backward reduce-scatter."""
@@ -224,7 +224,7 @@ def AllGather(axis_name: str = MODEL, axis: int = -1) -> Layer:
     )
 
 
-def GatherOutput(axis_name: str = MODEL, axis: int = -1) -> Layer:
+def GatherOutput(*, axis_name: str = MODEL, axis: int = -1) -> Layer:
     """Gather the devices' blocks along `axis` for a replicated consumer (Megatron's
     gather_output, e.g. after a `ColumnParallelDense`): forward all-gather, backward keeps
     each device's own block of the (replicated) cotangent — no communication."""
@@ -236,7 +236,7 @@ def GatherOutput(axis_name: str = MODEL, axis: int = -1) -> Layer:
     )
 
 
-def ReduceScatter(axis_name: str = MODEL, axis: int = -1) -> Layer:
+def ReduceScatter(*, axis_name: str = MODEL, axis: int = -1) -> Layer:
     """Sum the devices' values and keep block i on device i: forward reduce-scatter,
     backward all-gather (the transpose of `AllGather`)."""
     _check_axis("ReduceScatter", axis)
@@ -304,19 +304,19 @@ def _check_dense_input(name, x, in_dim):
         )
 
 
-def _parallel_dense_init(name, split, axis_name, out_dim, w_init, b_init):
+def _parallel_dense_init(name, split, axis_name, features, w_init, b_init):
     def init(key, in_shape):
         in_shape = as_shape(in_shape)
         if len(in_shape) < 1:
             raise ValueError(f"{name}: needs per-example input of rank >= 1, got shape {in_shape}")
-        p = dense.init(key, in_shape[-1], out_dim, w_init, b_init)  # the unsplit Dense's values
-        return (*in_shape[:-1], out_dim), ShardedParams(p["W"], p["b"], axis_name, split), ()
+        p = dense.dense_init(key, in_shape[-1], features, w_init=w_init, b_init=b_init)  # unsplit
+        return (*in_shape[:-1], features), ShardedParams(p["W"], p["b"], axis_name, split), ()
 
     return init
 
 
 def ColumnParallelDense(
-    out_dim: int, axis_name: str = MODEL, w_init="xavier_uniform", b_init="zeros"
+    features: int, *, axis_name: str = MODEL, w_init="xavier_uniform", b_init="zeros"
 ) -> Layer:
     """Dense z = a W + b with W's columns split over `axis_name`: device i holds W_i (in, out/n)
     and b_i and computes z_i = f(a) W_i + b_i, its block of z (f = `Replicate`).
@@ -324,28 +324,32 @@ def ColumnParallelDense(
         forward:  z_i = a W_i + b_i                          (no communication)
         backward: ∂W_i = aᵀ δ_i,  ∂b_i = Σ_batch δ_i,  ∂a = Σ_i δ_i W_iᵀ   (all-reduce)
 
-    Initialised (from the same key) exactly like `Dense(out_dim)`; `init` gives the global
-    (unsplit) parameters and `partition_specs` tells the mesh how to cut them. out_dim must
+    Initialised (from the same key) exactly like `Dense(features)`; `init` gives the global
+    (unsplit) parameters and `partition_specs` tells the mesh how to cut them. features must
     be divisible by the axis size.
     """
-    name = f"ColumnParallelDense({out_dim}, {axis_name!r})"
-    out_dim = positive_int(name, "out_dim", out_dim)
+    name = f"ColumnParallelDense({features}, {axis_name!r})"
+    features = positive_int(name, "features", features)
 
     def forward(params, state, x, *, key=None, train=False):
         _check_dense_input(name, x, params["W"].shape[0])
-        z, res = dense.forward({"W": params.W, "b": params.b}, replicate_forward(x, axis_name))
+        z, res = dense.dense_forward(
+            {"W": params.W, "b": params.b}, replicate_forward(x, axis_name)
+        )
         return z, res, state
 
     def backward(params, residuals, dz):
-        d, da_i = dense.backward({"W": params.W, "b": params.b}, residuals, dz)  # da_i = δ_i W_iᵀ
+        d, da_i = dense.dense_backward(
+            {"W": params.W, "b": params.b}, residuals, dz
+        )  # da_i = δ_i W_iᵀ
         return ShardedParams(d["W"], d["b"], *params._aux()), replicate_backward(da_i, axis_name)
 
-    init = _parallel_dense_init(name, "column", axis_name, out_dim, w_init, b_init)
+    init = _parallel_dense_init(name, "column", axis_name, features, w_init, b_init)
     return Layer(init, forward, backward, name)
 
 
 def RowParallelDense(
-    out_dim: int, axis_name: str = MODEL, w_init="xavier_uniform", b_init="zeros"
+    features: int, *, axis_name: str = MODEL, w_init="xavier_uniform", b_init="zeros"
 ) -> Layer:
     """Dense z = a W + b with W's rows split over `axis_name`: device i holds the input block
     a_i (in/n features, e.g. from a `ColumnParallelDense`) and W_i (in/n, out); the partial
@@ -354,39 +358,40 @@ def RowParallelDense(
         forward:  z = Σ_i a_i W_i + b                         (one all-reduce)
         backward: ∂W_i = a_iᵀ δ,  ∂b = Σ_batch δ,  ∂a_i = δ W_iᵀ   (no communication)
     """
-    name = f"RowParallelDense({out_dim}, {axis_name!r})"
-    out_dim = positive_int(name, "out_dim", out_dim)
+    name = f"RowParallelDense({features}, {axis_name!r})"
+    features = positive_int(name, "features", features)
 
     def forward(params, state, x, *, key=None, train=False):
         _check_dense_input(name, x, params["W"].shape[0])
-        partial, res = dense.forward({"W": params.W}, x)  # a_i W_i: (..., out)
+        partial, res = dense.dense_forward({"W": params.W}, x)  # a_i W_i: (..., out)
         return all_reduce_forward(partial, axis_name) + params.b, res, state
 
     def backward(params, residuals, dz):
         dz = all_reduce_backward(dz, axis_name)
-        d, da_i = dense.backward({"W": params.W}, residuals, dz)
+        d, da_i = dense.dense_backward({"W": params.W}, residuals, dz)
         db = dz.reshape(-1, dz.shape[-1]).sum(axis=0)  # (out,)
         return ShardedParams(d["W"], db, *params._aux()), da_i
 
-    init = _parallel_dense_init(name, "row", axis_name, out_dim, w_init, b_init)
+    init = _parallel_dense_init(name, "row", axis_name, features, w_init, b_init)
     return Layer(init, forward, backward, name)
 
 
 def TensorParallelMLP(
-    hidden: int, out_dim: int, activation: Layer | None = None, axis_name: str = MODEL
+    hidden_features: int, features: int, *, activation=Gelu, axis_name: str = MODEL
 ) -> Layer:
-    """The Megatron MLP block: ColumnParallelDense(hidden) → activation → RowParallelDense(out).
+    """The Megatron MLP block: ColumnParallelDense(hidden_features) → activation() →
+    RowParallelDense(features).
 
     The activation acts on each device's block of hidden units, so the block needs one
     all-reduce in the forward (after the row-parallel product) and one in the backward (the
-    input gradient of the column-parallel layer). Default activation: GELU.
+    input gradient of the column-parallel layer). `activation` is a Layer constructor
+    (default `Gelu`).
     """
-    act = Gelu() if activation is None else activation
     return serial(
-        ColumnParallelDense(hidden, axis_name),
-        act,
-        RowParallelDense(out_dim, axis_name),
-        name=f"TensorParallelMLP({hidden}, {out_dim}, {axis_name!r})",
+        ColumnParallelDense(hidden_features, axis_name=axis_name),
+        activation(),
+        RowParallelDense(features, axis_name=axis_name),
+        name=f"TensorParallelMLP({hidden_features}, {features}, {axis_name!r})",
     )
 
 
@@ -485,7 +490,7 @@ def _check_rows(where, rows, mesh, data_axis):
 # ------------------------------------------------------------------ data parallelism
 
 
-def data_parallel(model: Layer, axis_name: str = DATA) -> Layer:
+def data_parallel(model: Layer, *, axis_name: str = DATA) -> Layer:
     """`model` with its parameters replicated over `axis_name` (the data axis): each device
     runs forward and backward on its own rows, and the backward of the replication sums the
     devices' parameter gradients, dθ = Σ_i dθ_i (`replicate_backward`, one all-reduce).
@@ -519,7 +524,7 @@ def _mean_over(tree, axis_name):
     return jax.tree.map(mean, tree)
 
 
-def data_mean(loss: Loss, axis_name: str = DATA) -> Loss:
+def data_mean(loss: Loss, *, axis_name: str = DATA) -> Loss:
     """The global loss over the data axis, L = (1/n) Σ_i L_i (each L_i the mean over device
     i's equal share of rows, so L is the mean over all rows).
 
@@ -567,8 +572,8 @@ def make_parallel_train_step(
     from jaxbp import train
 
     inner = train.make_train_step(
-        data_parallel(model, data_axis),
-        data_mean(loss, data_axis),
+        data_parallel(model, axis_name=data_axis),
+        data_mean(loss, axis_name=data_axis),
         optimizer,
         steps_per_call=steps_per_call,
         clip_norm=clip_norm,

@@ -1,5 +1,9 @@
 """Initializers: `init(key, shape, dtype=None) -> array`.
 
+Every public name is a factory that returns an initializer: `init.zeros()`, `init.normal(0.1)`,
+`init.xavier_uniform()`. The `w_init=`/`b_init=` options of the layers also take a name
+("zeros", "he_normal", ...), looked up by `get`.
+
 Weights follow the layout `(..., fan_in, fan_out)`: a Dense kernel is `(in, out)` and a
 convolution kernel is `(*window, in, out)`. The receptive field (the product of the leading
 window axes) multiplies both fans, as in Glorot & Bengio (2010) and He et al. (2015):
@@ -18,7 +22,7 @@ window axes) multiplies both fans, as in Glorot & Bengio (2010) and He et al. (2
 | `lecun_normal()`   | N(0, 1/fan_in)                        | 1/fan_in          |
 | `lecun_uniform()`  | U[−√(3/fan_in), √(3/fan_in)]          | 1/fan_in          |
 | `orthogonal(g)`    | g · Q, Q with orthonormal rows/cols   |                   |
-| `zeros`, `ones`    | constants                             | 0                 |
+| `zeros()`, `ones()`, `constant(v)` | constants            | 0                 |
 
 `dtype=None` means the default float type (float64 when `jax_enable_x64` is on, else float32).
 
@@ -53,12 +57,22 @@ def fans(shape) -> tuple[int, int]:
     return shape[-2] * receptive, shape[-1] * receptive
 
 
-def zeros(key, shape, dtype=None):
-    return jnp.zeros(shape, _dtype(dtype))
+def zeros():
+    """0 everywhere."""
+
+    def init(key, shape, dtype=None):
+        return jnp.zeros(shape, _dtype(dtype))
+
+    return init
 
 
-def ones(key, shape, dtype=None):
-    return jnp.ones(shape, _dtype(dtype))
+def ones():
+    """1 everywhere."""
+
+    def init(key, shape, dtype=None):
+        return jnp.ones(shape, _dtype(dtype))
+
+    return init
 
 
 def constant(value: float):
@@ -155,11 +169,16 @@ def orthogonal(gain: float = 1.0):
 
 def get(name_or_fn):
     """Look an initializer up by name ('he_normal', 'zeros', ...) or pass a callable through."""
+    if name_or_fn in _FACTORIES:
+        raise TypeError(
+            f"{name_or_fn.__name__} is a factory: pass jaxbp.init.{name_or_fn.__name__}() (or the "
+            f"name {name_or_fn.__name__!r}), not the factory itself"
+        )
     if callable(name_or_fn) and not isinstance(name_or_fn, str):
         return name_or_fn
     table = {
-        "zeros": zeros,
-        "ones": ones,
+        "zeros": zeros(),
+        "ones": ones(),
         "normal": normal(),
         "uniform": uniform(),
         "fan_in_uniform": fan_in_uniform(),
@@ -178,3 +197,20 @@ def get(name_or_fn):
     if name_or_fn not in table:
         raise ValueError(f"unknown initializer {name_or_fn!r}; choose one of {sorted(table)}")
     return table[name_or_fn]
+
+
+_FACTORIES = (
+    zeros,
+    ones,
+    constant,
+    normal,
+    uniform,
+    fan_in_uniform,
+    xavier_uniform,
+    xavier_normal,
+    he_normal,
+    he_uniform,
+    lecun_normal,
+    lecun_uniform,
+    orthogonal,
+)

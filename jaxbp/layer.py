@@ -157,7 +157,7 @@ def serial(*layers: Layer, name: str | None = None) -> Layer:
     return Layer(init, forward, backward, name)
 
 
-def residual(layer: Layer, name: str | None = None) -> Layer:
+def residual(layer: Layer, *, name: str | None = None) -> Layer:
     """Skip connection y = x + f(x); backward: dx = dy + J_fᵀ dy.
 
     `f` must map its input shape to the same shape.

@@ -382,3 +382,35 @@ def gan_generator_loss() -> Loss:
         return ((g / fake.shape[0]) * -sigmoid(-fake)).astype(fake.dtype)
 
     return Loss(forward, backward, name)
+
+
+# ------------------------------------------------------------------ model losses
+
+
+def token_cross_entropy() -> Loss:
+    """L = −1/(B·T) Σ_{b,t} log softmax(logits[b, t])[targets[b, t]] for logits (B, T, V) and
+    integer targets (B, T); ∂L/∂logits = (softmax(logits) − onehot(targets)) / (B·T).
+
+    It is `softmax_cross_entropy` on the B·T positions as rows (the GPT's loss).
+    """
+    name = "token_cross_entropy"
+    rows = softmax_cross_entropy()
+
+    def forward(logits, targets):
+        if jnp.ndim(logits) != 3 or tuple(jnp.shape(targets)) != tuple(jnp.shape(logits))[:2]:
+            raise ValueError(
+                f"{name}: expected logits (batch, time, vocab) and targets (batch, time), got "
+                f"{tuple(jnp.shape(logits))} and {tuple(jnp.shape(targets))}"
+            )
+        return rows.forward(logits, targets)
+
+    def backward(residuals, g=1.0):
+        return rows.backward(residuals, g)  # (B, T, V)
+
+    return Loss(forward, backward, name)
+
+
+def vae_loss() -> Loss:
+    """−ELBO per example of `jaxbp.models.VAE`: bernoulli_nll(ℓ, x) + gaussian_kl(h), the
+    prediction (ℓ, h) and the target (x, None)."""
+    return multi_task(bernoulli_nll(), gaussian_kl())

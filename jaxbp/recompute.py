@@ -6,7 +6,7 @@ inside the backward trades time for memory. This module makes that trade a part 
 
 * `remat(layer)` — a layer whose forward keeps only its input (and key, state and train flag)
   and whose backward reruns the layer's forward, then its backward. Same results, bit for bit.
-* `checkpointed(*layers, schedule=...)` — a chain like `serial(*layers)` (same params, state,
+* `remat_sequence(*layers, schedule=...)` — a chain like `serial(*layers)` (same params, state,
   keys and results) whose forward stores only some layer inputs ("checkpoints"), with the
   schedules `store_all()`, `every(k)`, `sqrt_n()` and `revolve(c)` (binomial checkpointing).
 
@@ -59,7 +59,7 @@ Example:
     >>> import jax, jax.numpy as jnp, jaxbp
     >>> block = lambda: jaxbp.residual(jaxbp.serial(jaxbp.Dense(4), jaxbp.Tanh()))
     >>> layers = [block() for _ in range(9)]
-    >>> chain = jaxbp.checkpointed(*layers, schedule=jaxbp.recompute.sqrt_n())
+    >>> chain = jaxbp.remat_sequence(*layers, schedule=jaxbp.recompute.sqrt_n())
     >>> plain = jaxbp.serial(*layers)
     >>> _, params, state = plain.init(jax.random.key(0), (4,))
     >>> x = jnp.ones((2, 4))
@@ -135,7 +135,7 @@ jax.tree_util.register_dataclass(
 )
 
 
-def remat(layer: Layer, isolation: str = "cond", name: str | None = None) -> Layer:
+def remat(layer: Layer, *, isolation: str = "cond", name: str | None = None) -> Layer:
     """Recompute `layer`'s residuals in the backward instead of storing them.
 
     forward: y, new_state = layer.forward(θ, s, x); keeps only (x, s, key, train).
@@ -299,7 +299,7 @@ def revolve(c: int) -> Schedule:
 
 @dataclass(frozen=True)
 class ChainResiduals:
-    """What `checkpointed` keeps between its forward and backward."""
+    """What `remat_sequence` keeps between its forward and backward."""
 
     x: Any  # the chain's input
     stored: Any  # the plan's residuals: stored layer inputs and the last stretch's residuals
@@ -366,7 +366,7 @@ def _reverse(chain, plan, x_lo, stored, dy, dparams):
     return _reverse(chain, left, x_lo, stored_left, d_mid, dparams)
 
 
-def checkpointed(
+def remat_sequence(
     *layers: Layer, schedule: Schedule | None = None, isolation: str = "cond", name=None
 ) -> Layer:
     """A chain y = f_n(... f_1(x)) like `serial(*layers)` — the same params, state, keys and
@@ -379,21 +379,21 @@ def checkpointed(
     δ_mid. Each rerun is isolated from the forward so that XLA keeps it a recomputation.
     """
     if not layers:
-        raise ValueError("checkpointed: needs at least one layer")
+        raise ValueError("remat_sequence: needs at least one layer")
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
             raise TypeError(
-                f"checkpointed: argument {i} is a {type(layer).__name__}, not a Layer "
+                f"remat_sequence: argument {i} is a {type(layer).__name__}, not a Layer "
                 "(did you forget to call a constructor, e.g. Relu() instead of Relu?)"
             )
     schedule = sqrt_n() if schedule is None else schedule
     if not isinstance(schedule, Schedule):
         raise TypeError(
-            f"checkpointed: schedule must be a Schedule (e.g. jaxbp.recompute.every(4)), "
+            f"remat_sequence: schedule must be a Schedule (e.g. jaxbp.recompute.every(4)), "
             f"got {type(schedule).__name__}"
         )
     n = len(layers)
-    name = name or f"checkpointed[{schedule.name}](" + ", ".join(x.name for x in layers) + ")"
+    name = name or f"remat_sequence[{schedule.name}](" + ", ".join(x.name for x in layers) + ")"
     _check_isolation(name, isolation)
     plan = schedule.plan(n)
 

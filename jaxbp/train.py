@@ -26,7 +26,7 @@ Example:
     >>> from jaxbp import optim, losses, train
     >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     >>> y = (x[:, 0] > 0).astype(np.int32)
-    >>> result = train.fit(jaxbp.MLP([8], 2), losses.softmax_cross_entropy(), optim.sgd(0.5),
+    >>> result = train.fit(jaxbp.MLP([8, 2]), losses.softmax_cross_entropy(), optim.sgd(0.5),
     ...                    (x, y), key=jax.random.key(0), steps=100, batch_size=16,
     ...                    eval_data=(x, y), eval_every=50, progress=False)
     >>> result.step, result.history["eval"][-1]["accuracy"] > 0.9
@@ -169,7 +169,7 @@ def make_train_step(
     Example:
         >>> import jax, jax.numpy as jnp, jaxbp
         >>> from jaxbp import losses, optim, train
-        >>> model, opt = jaxbp.MLP([8], 1), optim.sgd(0.1)
+        >>> model, opt = jaxbp.MLP([8, 1]), optim.sgd(0.1)
         >>> state = train.init_train_state(model, opt, jax.random.key(0), (3,))
         >>> step = train.make_train_step(model, losses.mse(), opt)
         >>> state, loss = step(state, jnp.ones((4, 3)), jnp.zeros((4, 1)))
@@ -222,7 +222,7 @@ def _mixed_grad_fn(model, loss, compute_dtype):
     the manual backward in `compute_dtype`, the loss gradient seeded with `scale`, and the
     gradients (divided by the scale) and the new layer state back in the params' dtypes."""
     if compute_dtype is None:
-        grad_fn = loss_and_grad(model, loss, train=True)
+        grad_fn = loss_and_grad(model, loss, train=True, jit=False)
         return lambda p, s, x, y, key, scale: grad_fn(p, s, x, y, key)
     cast = functools.partial(precision.cast_floats, dtype=compute_dtype)
 

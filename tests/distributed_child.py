@@ -69,7 +69,7 @@ def run_single(model, loss, opt, state, xs, ys, **kw):
 @functools.lru_cache(maxsize=1)
 def dp_problem():
     x, y = data()
-    model, loss, opt = jaxbp.MLP([16, 16], 4), losses.softmax_cross_entropy(), optim.adam(3e-2)
+    model, loss, opt = jaxbp.MLP([16, 16, 4]), losses.softmax_cross_entropy(), optim.adam(3e-2)
     state = train.init_train_state(model, opt, jax.random.key(0), (6,))
     xs, ys = batches(x, y, 20, 24)
     ref, ref_losses = run_single(model, loss, opt, state, xs, ys, clip_norm=1.0)
@@ -221,7 +221,7 @@ def check_fit_two_d_mesh():
 
 def check_errors():
     """A batch that does not split over the data axis, a TP width that does not split."""
-    model, loss, opt = jaxbp.MLP([8], 4), losses.softmax_cross_entropy(), optim.sgd(0.1)
+    model, loss, opt = jaxbp.MLP([8, 4]), losses.softmax_cross_entropy(), optim.sgd(0.1)
     mesh = distributed.make_mesh(4)
     train_data, kw = fit_kwargs()
     messages = []

@@ -28,7 +28,7 @@ def problem():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 5))
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int32) + (x[:, 2] > 1)
-    model = jaxbp.MLP([16], 3)
+    model = jaxbp.MLP([16, 3])
     kwargs = dict(key=jax.random.key(7), steps=STEPS, batch_size=16, progress=False)
     kwargs.update(eval_data=(x[:40], y[:40]), eval_every=6)
     return model, losses.softmax_cross_entropy(), optim.adam(1e-2), (x, y), kwargs

@@ -29,7 +29,7 @@ def main(argv):
     x = rng.normal(size=(600, 16))
     y = (x[:, :4].argmax(axis=1) + (x[:, 4] > 0) * 4).astype(np.int32)  # 8 classes
     result = train.fit(
-        jaxbp.MLP([16], 8),
+        jaxbp.MLP([16, 8]),
         losses.softmax_cross_entropy(),
         optim.adam(3e-3),
         (x[:500], y[:500]),

@@ -32,7 +32,7 @@ def test_prime_matches_jax_grad(name):
 
 @pytest.mark.parametrize(
     "layer, at_zero",
-    [(jaxbp.Relu(), 0.0), (jaxbp.LeakyRelu(0.2), 0.2), (jaxbp.Elu(0.5), 0.5)],
+    [(jaxbp.Relu(), 0.0), (jaxbp.LeakyRelu(negative_slope=0.2), 0.2), (jaxbp.Elu(alpha=0.5), 0.5)],
 )
 def test_kink_uses_left_derivative(layer, at_zero):
     z = jnp.zeros((1, 3))

@@ -37,7 +37,7 @@ def test_bridge_really_uses_the_manual_backward(key):
 
     def backward(params, residuals, dy):
         calls.append(1)
-        return dense.backward(params, residuals, dy)
+        return dense.dense_backward(params, residuals, dy)
 
     layer = dense._replace(backward=backward)
     _, params, state = layer.init(key, (3,))
@@ -71,6 +71,6 @@ def test_loss_fn_gradient_equals_value_and_grad(key):
     y = jnp.array([0, 1, 2, 1, 0])
     loss = losses.softmax_cross_entropy()
     g_bridge = jax.jit(jax.grad(autodiff.loss_fn(net, loss)))(params, state, x, y)
-    _, g_manual, _ = jaxbp.value_and_grad(net, loss)(params, state, x, y)
+    _, g_manual, _ = jaxbp.loss_and_grad(net, loss)(params, state, x, y)
     for a, b in zip(jax.tree.leaves(g_bridge), jax.tree.leaves(g_manual)):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)

@@ -69,8 +69,10 @@ def test_check_ops_on_op_pairs():
 
     from jaxbp.layers import dense
 
-    params = dense.init(jax.random.key(1), 3, 2)
-    assert check.check_ops(dense.forward, dense.backward, params, np.ones((4, 3)), name="dense").ok
+    params = dense.dense_init(jax.random.key(1), 3, 2)
+    assert check.check_ops(
+        dense.dense_forward, dense.dense_backward, params, np.ones((4, 3)), name="dense"
+    ).ok
 
 
 def test_pytest_helper_raises_assertion_error():

@@ -43,8 +43,8 @@ def test_orthogonal(shape):
 
 
 def test_dtype_and_constants():
-    assert init.zeros(None, (2,), jnp.float32).dtype == jnp.float32
-    assert float(init.ones(None, (2,)).sum()) == 2.0
+    assert init.zeros()(None, (2,), jnp.float32).dtype == jnp.float32
+    assert float(init.ones()(None, (2,)).sum()) == 2.0
     assert init.get("he_normal")(jax.random.key(0), (3, 4)).dtype == jnp.float64  # x64 on
 
 

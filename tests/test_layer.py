@@ -109,9 +109,9 @@ class TestDenseErrors:
             layer.forward(params, state, jnp.ones((2, 3), jnp.complex64))
 
     def test_invalid_hyperparameters(self):
-        with pytest.raises(ValueError, match="out_dim"):
+        with pytest.raises(ValueError, match="features"):
             jaxbp.Dense(0)
-        with pytest.raises(TypeError, match="out_dim"):
+        with pytest.raises(TypeError, match="features"):
             jaxbp.Dense(2.5)
         with pytest.raises(ValueError, match="unknown initializer"):
             jaxbp.Dense(3, w_init="nope")

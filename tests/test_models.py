@@ -18,11 +18,11 @@ from jaxbp import losses
     ],
 )
 def test_equals_jax_value_and_grad(key, loss, make_y):
-    model = jaxbp.MLP([12, 12], 4, activation=jaxbp.Silu)
+    model = jaxbp.MLP([12, 12, 4], activation=jaxbp.Silu)
     _, params, state = model.init(key, (5,))
     x = jax.random.normal(key, (16, 5))
     y = make_y(jax.random.fold_in(key, 1))
-    value, grads, new_state = jaxbp.value_and_grad(model, loss)(params, state, x, y)
+    value, grads, new_state = jaxbp.loss_and_grad(model, loss)(params, state, x, y)
 
     def f(p):
         return loss.forward(model.forward(p, state, x, train=True)[0], y)[0]
@@ -36,9 +36,9 @@ def test_equals_jax_value_and_grad(key, loss, make_y):
 
 
 def test_is_compiled_once_per_shape(key):
-    model = jaxbp.MLP([4], 2)
+    model = jaxbp.MLP([4, 2])
     _, params, state = model.init(key, (3,))
-    step = jaxbp.value_and_grad(model, losses.mse())
+    step = jaxbp.loss_and_grad(model, losses.mse())
     x, y = jnp.ones((2, 3)), jnp.zeros((2, 2))
     step(params, state, x, y)
     step(params, state, x + 1, y)
@@ -47,6 +47,6 @@ def test_is_compiled_once_per_shape(key):
 
 def test_wrong_arguments():
     with pytest.raises(TypeError, match="losses.mse()"):
-        jaxbp.value_and_grad(jaxbp.Dense(2), losses.mse)
+        jaxbp.loss_and_grad(jaxbp.Dense(2), losses.mse)
     with pytest.raises(TypeError, match="must be a Layer"):
-        jaxbp.value_and_grad(jaxbp.Dense, losses.mse())
+        jaxbp.loss_and_grad(jaxbp.Dense, losses.mse())

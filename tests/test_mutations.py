@@ -52,7 +52,7 @@ def _negating(op, position):
         ("rnn_backward", 2, "RNN(tanh)+mask+h0"),  # ∂L/∂h₀, the audit's mutant
         ("rnn_backward", 2, "RNN(relu)+mask+h0"),
         ("lstm_backward", 2, "LSTM+mask+h0+c0"),  # ∂L/∂h₀
-        ("lstm_backward", 3, "Bidirectional(LSTM)+mask+h0+c0"),  # ∂L/∂c₀, through the wrapper
+        ("lstm_backward", 3, "bidirectional(LSTM)+mask+h0+c0"),  # ∂L/∂c₀, through the wrapper
         ("gru_backward", 2, "GRU+mask+h0"),
     ],
 )
@@ -83,7 +83,7 @@ def _negate_every_gradient(monkeypatch):
         ("RNN(relu)+mask+h0", {"x['x']", "x['h0']"}),
         ("LSTM+mask+h0+c0", {"x['x']", "x['h0']", "x['c0']"}),
         ("GRU+mask+h0", {"x['x']", "x['h0']"}),
-        ("Bidirectional(LSTM)+mask+h0+c0", {"x['h0'][0]", "x['h0'][1]", "x['c0'][1]"}),
+        ("bidirectional(LSTM)+mask+h0+c0", {"x['h0'][0]", "x['h0'][1]", "x['c0'][1]"}),
         ("parallel", {"x"}),
     ],
 )

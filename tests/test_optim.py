@@ -18,11 +18,11 @@ TOL = 1e-12
 def problem():
     """An MLP on digits, its initial params and STEPS minibatches (x: (STEPS, BATCH, 64))."""
     d = data.digits(dtype=np.float64)
-    model = jaxbp.MLP([16], 10)
+    model = jaxbp.MLP([16, 10])
     _, params, state = model.init(jax.random.key(1), (64,))
     idx = np.random.default_rng(0).integers(0, len(d["x_train"]), size=(STEPS, BATCH))
     xs, ys = jnp.asarray(d["x_train"][idx]), jnp.asarray(d["y_train"][idx])
-    grad_fn = jaxbp.value_and_grad(model, losses.softmax_cross_entropy())  # jit-compiled once
+    grad_fn = jaxbp.loss_and_grad(model, losses.softmax_cross_entropy())  # jit-compiled once
     return grad_fn, params, state, xs, ys
 
 

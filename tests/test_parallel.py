@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent(
                                     out_specs=(P(), P())))
     assert len(jax.devices()) == 2
     value, grads = sharded(params, x, y)
-    ref_value, ref_grads, _ = jaxbp.value_and_grad(model, loss)(params, state, x, y)
+    ref_value, ref_grads, _ = jaxbp.loss_and_grad(model, loss)(params, state, x, y)
     np.testing.assert_allclose(value, ref_value, rtol=1e-13)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)

@@ -9,7 +9,7 @@ import pytest
 import jaxbp
 from jaxbp import checkpoint, data, losses, optim, precision, train
 
-MODEL = jaxbp.MLP([16], 10)
+MODEL = jaxbp.MLP([16, 10])
 LOSS = losses.softmax_cross_entropy()
 ADAM = optim.adam(1e-2)
 SGD = optim.sgd(0.1)

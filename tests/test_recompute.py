@@ -63,7 +63,7 @@ def test_checkpointed_is_serial_bit_for_bit(jit):
     expected = run(plain, params, state, x, dy, True, key)
     for schedule in SCHEDULES:
         for isolation in recompute.ISOLATIONS:
-            chain = jaxbp.checkpointed(*layers, schedule=schedule, isolation=isolation)
+            chain = jaxbp.remat_sequence(*layers, schedule=schedule, isolation=isolation)
             assert same(run(chain, params, state, x, dy, True, key), expected), schedule.name
 
 
@@ -111,7 +111,7 @@ def test_recurrent_segments_match_the_plain_layer(sequences):
     for make, T, k in ((jaxbp.LSTM, 7, 3), (jaxbp.LSTM, 2, 5), (jaxbp.GRU, 7, 3)):
         if True:
             plain = make(3, return_sequences=sequences)
-            seg = make(3, return_sequences=sequences, checkpoint_every=k)
+            seg = make(3, return_sequences=sequences, remat_every=k)
             _, params, state = plain.init(jax.random.key(0), (T, 2))
             x = jax.random.normal(jax.random.key(1), (2, T, 2), jnp.float64)
             y0, res0, _ = plain.forward(params, state, x)
@@ -172,27 +172,29 @@ def test_the_compiled_program_keeps_less():
     act = 512 * 64 * 4
     store = _temp_bytes(plain, params, state, x)
     assert store >= 16 * act
-    sqrt = _temp_bytes(jaxbp.checkpointed(*layers), params, state, x)
+    sqrt = _temp_bytes(jaxbp.remat_sequence(*layers), params, state, x)
     assert sqrt <= 0.6 * store
-    rev = _temp_bytes(jaxbp.checkpointed(*layers, schedule=recompute.revolve(3)), params, state, x)
+    rev = _temp_bytes(
+        jaxbp.remat_sequence(*layers, schedule=recompute.revolve(3)), params, state, x
+    )
     assert rev <= 0.4 * store
     if jax.default_backend() == "cpu":
-        barrier = jaxbp.checkpointed(*layers, isolation="barrier")
+        barrier = jaxbp.remat_sequence(*layers, isolation="barrier")
         assert _temp_bytes(barrier, params, state, x) >= 0.9 * store  # the XLA:CPU behaviour
 
 
 def test_errors():
-    with pytest.raises(TypeError, match="checkpointed"):
-        jaxbp.checkpointed(jaxbp.Dense)
+    with pytest.raises(TypeError, match="remat_sequence"):
+        jaxbp.remat_sequence(jaxbp.Dense)
     with pytest.raises(ValueError, match="at least one"):
-        jaxbp.checkpointed()
+        jaxbp.remat_sequence()
     with pytest.raises(TypeError, match="Schedule"):
-        jaxbp.checkpointed(jaxbp.Tanh(), schedule="sqrt")
+        jaxbp.remat_sequence(jaxbp.Tanh(), schedule="sqrt")
     with pytest.raises(ValueError, match="isolation"):
         jaxbp.remat(jaxbp.Tanh(), isolation="magic")
     with pytest.raises(ValueError, match="positive"):
         recompute.every(0)
-    with pytest.raises(ValueError, match="checkpoint_every"):
-        jaxbp.LSTM(4, checkpoint_every=0)
+    with pytest.raises(ValueError, match="remat_every"):
+        jaxbp.LSTM(4, remat_every=0)
     with pytest.raises(TypeError, match="remat"):
         jaxbp.remat("Dense")

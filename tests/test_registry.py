@@ -3,7 +3,7 @@
 Per case: float64 without jit (vjp ≤ 1e-10 and finite differences), float64 under jit,
 float32 under jit, and one half precision under jit (manual error vs the float64 truth
 ≤ 2 × jax.vjp's + 2 ulps): bfloat16 and float16 alternate along the registry, so that both
-dtypes are covered at half the compile time; `python -m jaxbp.check` runs both on every case,
+dtypes are covered at half the compile time; `python -m jaxbp.cases` runs both on every case,
 and half precision outside jit runs in tests/test_check.py on a sample. Shapes,
 hyperparameters and the batch size (1 included) come from hypothesis.
 

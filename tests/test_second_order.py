@@ -11,7 +11,7 @@ from jaxbp import losses
 
 
 def test_forward_over_manual_hvp_equals_autodiff(key):
-    model = jaxbp.MLP([5, 4], 3, activation=jaxbp.Tanh)
+    model = jaxbp.MLP([5, 4, 3], activation=jaxbp.Tanh)
     loss = losses.softmax_cross_entropy()
     _, params, state = model.init(key, (6,))
     kx, kv = jax.random.split(key)
@@ -19,7 +19,7 @@ def test_forward_over_manual_hvp_equals_autodiff(key):
     y = jnp.arange(8) % 3
     v = jax.tree.map(lambda p: jax.random.normal(kv, p.shape), params)
 
-    manual_grad = lambda p: jaxbp.value_and_grad(model, loss)(p, state, x, y)[1]
+    manual_grad = lambda p: jaxbp.loss_and_grad(model, loss)(p, state, x, y)[1]
     hvp_manual = jax.jit(lambda p, v: jax.jvp(manual_grad, (p,), (v,))[1])(params, v)
 
     def loss_of(p):

@@ -26,7 +26,7 @@ def digits():
     return (d["x_train"][:400], d["y_train"][:400]), (d["x_test"][:200], d["y_test"][:200])
 
 
-MODEL = jaxbp.MLP([16], 10)
+MODEL = jaxbp.MLP([16, 10])
 LOSS = losses.softmax_cross_entropy()
 ADAM = optim.adam(1e-2)  # one object, so that fit's compilation is reused across the tests
 
@@ -56,7 +56,7 @@ def test_step_is_value_and_grad_then_the_optimizer(digits):
     xb, yb = jnp.asarray(x[:32]), jnp.asarray(y[:32])
     new, value = step(state, xb, yb)
     # the reference: jaxbp's manual gradient, then optax by hand
-    ref_loss, grads, _ = jaxbp.value_and_grad(model, loss)(params0, state.model_state, xb, yb)
+    ref_loss, grads, _ = jaxbp.loss_and_grad(model, loss)(params0, state.model_state, xb, yb)
     updates, _ = opt.update(grads, opt_state0, params0)
     expected = optax.apply_updates(params0, updates)
     np.testing.assert_allclose(value, ref_loss, rtol=1e-13)
@@ -93,7 +93,7 @@ def test_clipping_options_match_optax_chain(digits):
     step = train.make_train_step(model, loss, opt, clip_norm=0.1, clip_value=0.01, donate=False)
     new, _ = step(state, xb, yb)
     ref = optax.chain(optax.clip_by_global_norm(0.1), optax.clip(0.01), optax.sgd(1.0))
-    _, grads, _ = jaxbp.value_and_grad(model, loss)(state.params, state.model_state, xb, yb)
+    _, grads, _ = jaxbp.loss_and_grad(model, loss)(state.params, state.model_state, xb, yb)
     updates, _ = ref.update(grads, ref.init(state.params), state.params)
     expected = optax.apply_updates(state.params, updates)
     for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(expected), strict=True):

@@ -1,5 +1,5 @@
 """The one registry of every built-in layer, loss and model, used by the tests and by
-`python -m jaxbp.check`. Each family adds its cases in a module of its own."""
+`python -m jaxbp.cases`. Each family adds its cases in a module of its own."""
 
 from jaxbp.cases import (
     attention,

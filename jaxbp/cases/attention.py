@@ -32,7 +32,7 @@ def _block(rng):
 def _mha(rng):
     T, heads, dim = _attention_dims(rng)
     causal = bool(rng.integers(0, 2))
-    return jaxbp.MultiHeadAttention(heads, causal, _block(rng)), (T, dim)
+    return jaxbp.MultiHeadAttention(heads, causal=causal, block_size=_block(rng)), (T, dim)
 
 
 def _key_mask(rng, batch, T):
@@ -44,7 +44,7 @@ def _key_mask(rng, batch, T):
 
 def _mha_masked(rng):
     T, heads, dim = _attention_dims(rng)
-    layer = jaxbp.MultiHeadAttention(heads, bool(rng.integers(0, 2)), _block(rng))
+    layer = jaxbp.MultiHeadAttention(heads, causal=bool(rng.integers(0, 2)), block_size=_block(rng))
 
     def x(rng, batch):
         return {"x": rng.normal(size=(batch, T, dim)), "mask": _key_mask(rng, batch, T)}
@@ -79,7 +79,7 @@ def _transformer_block(rng):
 def _token_ce(rng, batch):
     T, V = size(rng, 1, 5), size(rng, 2, 7)
     logits = 3 * rng.normal(size=(batch, T, V))
-    return jaxbp.models.token_cross_entropy(), logits, rng.integers(0, V, size=(batch, T))
+    return jaxbp.losses.token_cross_entropy(), logits, rng.integers(0, V, size=(batch, T))
 
 
 def _gpt(rng, batch):
@@ -87,15 +87,15 @@ def _gpt(rng, batch):
     V, T = size(rng, 2, 9), size(rng, 1, 6)
     model = jaxbp.GPT(
         V,
-        dim=heads * size(rng, 4 // heads, 4 // heads + 1),  # LayerNorm over >= 4 features
-        layers=2,
+        features=heads * size(rng, 4 // heads, 4 // heads + 1),  # LayerNorm over >= 4 features
+        depth=2,
         heads=heads,
         max_len=T + size(rng, 0, 2),
         mlp_ratio=1,
         block_size=_block(rng),
     )
     ids = rng.integers(0, V, size=(batch, T + 1))
-    return model, jaxbp.models.token_cross_entropy(), ids[:, :-1], ids[:, 1:]
+    return model, jaxbp.losses.token_cross_entropy(), ids[:, :-1], ids[:, 1:]
 
 
 CASES = [

@@ -26,8 +26,8 @@ ACTIVATIONS = {
     "Sigmoid": jaxbp.Sigmoid,
     "Tanh": jaxbp.Tanh,
     "Relu": jaxbp.Relu,
-    "LeakyRelu": lambda: jaxbp.LeakyRelu(0.1),
-    "Elu": lambda: jaxbp.Elu(0.7),
+    "LeakyRelu": lambda: jaxbp.LeakyRelu(negative_slope=0.1),
+    "Elu": lambda: jaxbp.Elu(alpha=0.7),
     "Gelu": jaxbp.Gelu,
     "Gelu(tanh)": lambda: jaxbp.Gelu(approximate=True),
     "Softplus": jaxbp.Softplus,
@@ -105,7 +105,7 @@ def _bce(rng, batch):
 def _mlp_classifier(rng, batch):
     d, classes = size(rng, 1, 8), size(rng, 2, 5)
     act = [jaxbp.Relu, jaxbp.Tanh, jaxbp.Sigmoid, jaxbp.Gelu][int(rng.integers(0, 4))]
-    model = jaxbp.models.MLP([size(rng, 1, 8), size(rng, 1, 8)], classes, activation=act)
+    model = jaxbp.models.MLP([size(rng, 1, 8), size(rng, 1, 8), classes], activation=act)
     x = rng.normal(size=(batch, d))
     y = rng.integers(0, classes, size=(batch,))
     return model, losses.softmax_cross_entropy(), x, y
@@ -113,7 +113,7 @@ def _mlp_classifier(rng, batch):
 
 def _mlp_regression(rng, batch):
     d, out = size(rng, 1, 6), size(rng, 1, 3)
-    model = jaxbp.models.MLP([size(rng, 1, 8)], out, activation=jaxbp.Softplus)
+    model = jaxbp.models.MLP([size(rng, 1, 8), out], activation=jaxbp.Softplus)
     return model, losses.half_mse(), rng.normal(size=(batch, d)), rng.normal(size=(batch, out))
 
 

@@ -61,10 +61,10 @@ def _gan_generator(rng, batch):
 def _autoencoder(rng, batch):
     d, code = size(rng, 2, 8), size(rng, 1, 3)
     model = autoencoder.Autoencoder(
-        jaxbp.MLP([size(rng, 1, 6)], code, activation=jaxbp.Tanh),
+        jaxbp.MLP([size(rng, 1, 6), code], activation=jaxbp.Tanh),
         # tanh, not relu: a one-unit relu decoder can be dead at the registry's draw, and a
         # reference gradient that is zero everywhere tests nothing (check.Report.untested)
-        jaxbp.MLP([size(rng, 1, 6)], d, activation=jaxbp.Tanh, out_activation=jaxbp.Sigmoid),
+        jaxbp.MLP([size(rng, 1, 6), d], activation=jaxbp.Tanh, out_activation=jaxbp.Sigmoid),
     )
     x = rng.random((batch, d))
     return model, losses.half_mse(), x, x
@@ -73,19 +73,19 @@ def _autoencoder(rng, batch):
 def _vae(rng, batch):
     d, latent = size(rng, 2, 8), size(rng, 1, 3)
     model = autoencoder.VAE(
-        jaxbp.MLP([size(rng, 1, 6)], 2 * latent, activation=jaxbp.Tanh),
-        jaxbp.MLP([size(rng, 1, 6)], d, activation=jaxbp.Softplus),
+        jaxbp.MLP([size(rng, 1, 6), 2 * latent], activation=jaxbp.Tanh),
+        jaxbp.MLP([size(rng, 1, 6), d], activation=jaxbp.Softplus),
     )
     x = rng.random((batch, d))
-    return model, autoencoder.vae_loss(), x, (x, None)
+    return model, losses.vae_loss(), x, (x, None)
 
 
 def _gan_nets(rng):
     d, z_dim = size(rng, 1, 4), size(rng, 1, 4)
     # Tanh in G: a ReLU G with all units dead maps z to exactly 0 (zero biases at init), D's logit
     # is then exactly 0, where autodiff of softplus's stable form returns 0 instead of σ(0) = ½.
-    G = jaxbp.MLP([size(rng, 1, 6)], d, activation=jaxbp.Tanh)
-    D = jaxbp.MLP([size(rng, 1, 6)], 1, activation=lambda: jaxbp.LeakyRelu(0.2))
+    G = jaxbp.MLP([size(rng, 1, 6), d], activation=jaxbp.Tanh)
+    D = jaxbp.MLP([size(rng, 1, 6), 1], activation=lambda: jaxbp.LeakyRelu(negative_slope=0.2))
     return G, D, d, z_dim
 
 

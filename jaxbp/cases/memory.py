@@ -1,7 +1,7 @@
 """Registry cases for recomputation (`jaxbp.recompute`): `remat` around layers (dropout and
 batch norm in train mode included: the recomputation must draw the same mask and use the same
-statistics), `checkpointed` chains under every schedule, and recurrent layers with BPTT by
-segments (`checkpoint_every`). Each is checked like the plain layer it wraps; tests/
+statistics), `remat_sequence` chains under every schedule, and recurrent layers with BPTT by
+segments (`remat_every`). Each is checked like the plain layer it wraps; tests/
 test_recompute.py also checks that they match the plain layers bit for bit.
 """
 
@@ -47,7 +47,7 @@ def _chain(schedule):
         width = size(rng, 1, 5)
         layers = [_block(width) for _ in range(size(rng, 1, 7))]
         layers.append(jaxbp.Dropout(0.3))
-        chain = jaxbp.checkpointed(*layers, schedule=SCHEDULES[schedule]())
+        chain = jaxbp.remat_sequence(*layers, schedule=SCHEDULES[schedule]())
         return chain, (width,), {"train": True}
 
     return build
@@ -56,13 +56,13 @@ def _chain(schedule):
 def _chain_barrier(rng):
     width = size(rng, 1, 5)
     layers = [_block(width) for _ in range(size(rng, 2, 5))]
-    return jaxbp.checkpointed(*layers, schedule=recompute.every(2), isolation="barrier"), (width,)
+    return jaxbp.remat_sequence(*layers, schedule=recompute.every(2), isolation="barrier"), (width,)
 
 
 CELLS = {
-    "RNN": lambda h, seq, k: jaxbp.RNN(h, return_sequences=seq, checkpoint_every=k),
-    "LSTM": lambda h, seq, k: jaxbp.LSTM(h, return_sequences=seq, checkpoint_every=k),
-    "GRU": lambda h, seq, k: jaxbp.GRU(h, return_sequences=seq, checkpoint_every=k),
+    "RNN": lambda h, seq, k: jaxbp.RNN(h, return_sequences=seq, remat_every=k),
+    "LSTM": lambda h, seq, k: jaxbp.LSTM(h, return_sequences=seq, remat_every=k),
+    "GRU": lambda h, seq, k: jaxbp.GRU(h, return_sequences=seq, remat_every=k),
 }
 STATES = {"RNN": ("h0",), "LSTM": ("h0", "c0"), "GRU": ("h0",)}
 
@@ -90,7 +90,7 @@ def _segmented(cell):
 CASES = [
     layer_case("remat(Dense, Dropout, Tanh) train", _remat_dropout),
     layer_case("remat(Dense, BatchNorm, Relu) train", _remat_batchnorm),
-    layer_case("checkpointed[every(2)]", _chain("every(2)")),
-    layer_case("checkpointed[revolve(2)]", _chain("revolve(2)")),
-    *(layer_case(f"{c}(checkpoint_every)+mask+states", _segmented(c)) for c in ("LSTM", "GRU")),
+    layer_case("remat_sequence[every(2)]", _chain("every(2)")),
+    layer_case("remat_sequence[revolve(2)]", _chain("revolve(2)")),
+    *(layer_case(f"{c}(remat_every)+mask+states", _segmented(c)) for c in ("LSTM", "GRU")),
 ]

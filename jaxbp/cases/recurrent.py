@@ -1,4 +1,4 @@
-"""Registry cases for the recurrent layers: RNN (tanh, relu), LSTM, GRU and Bidirectional.
+"""Registry cases for the recurrent layers: RNN (tanh, relu), LSTM, GRU and bidirectional.
 
 Sizes are random and small: time T in [1, 5] (T = 1 included), features and hidden in [1, 5],
 `return_sequences` either way. The "+mask+h0" cases feed the dict input {"x", "mask", "h0"
@@ -14,10 +14,12 @@ import jaxbp
 from jaxbp.cases.base import layer_case, size
 
 CELLS = {
-    "RNN(tanh)": lambda h, seq: jaxbp.RNN(h, "tanh", return_sequences=seq),
+    "RNN(tanh)": lambda h, seq: jaxbp.RNN(h, activation=jaxbp.Tanh, return_sequences=seq),
     # bias 1 keeps the relu units alive: with the zero default, a draw where every unit is dead
     # at every step has all-zero gradients, and the check compares nothing (see check.Report)
-    "RNN(relu)": lambda h, seq: jaxbp.RNN(h, "relu", return_sequences=seq, b_init="ones"),
+    "RNN(relu)": lambda h, seq: jaxbp.RNN(
+        h, activation=jaxbp.Relu, return_sequences=seq, b_init="ones"
+    ),
     "LSTM": lambda h, seq: jaxbp.LSTM(h, return_sequences=seq),
     "GRU": lambda h, seq: jaxbp.GRU(h, return_sequences=seq),
 }
@@ -57,7 +59,7 @@ def _masked(cell):
 def _bidirectional(cell, with_inputs):
     def build(rng):
         T, F, H = _dims(rng)
-        layer = jaxbp.Bidirectional(CELLS[cell](H, bool(rng.integers(0, 2))))
+        layer = jaxbp.bidirectional(CELLS[cell](H, bool(rng.integers(0, 2))))
         if not with_inputs:
             return layer, (T, F)
 
@@ -75,7 +77,7 @@ def _bidirectional(cell, with_inputs):
 def _stacked(rng):
     T, F = size(rng, 1, 5), size(rng, 1, 4)
     net = jaxbp.serial(
-        jaxbp.Bidirectional(jaxbp.GRU(size(rng, 1, 4))),
+        jaxbp.bidirectional(jaxbp.GRU(size(rng, 1, 4))),
         jaxbp.LSTM(size(rng, 1, 4), return_sequences=bool(rng.integers(0, 2))),
         jaxbp.Dense(size(rng, 1, 3)),
     )
@@ -93,6 +95,6 @@ CASES = [
     layer_case("LSTM+mask+h0+c0", _masked("LSTM")),
     layer_case("GRU", _plain("GRU")),
     layer_case("GRU+mask+h0", _masked("GRU")),
-    layer_case("Bidirectional(LSTM)+mask+h0+c0", _bidirectional("LSTM", True)),
-    layer_case("serial(Bidirectional(GRU), LSTM, Dense)", _stacked),
+    layer_case("bidirectional(LSTM)+mask+h0+c0", _bidirectional("LSTM", True)),
+    layer_case("serial(bidirectional(GRU), LSTM, Dense)", _stacked),
 ]

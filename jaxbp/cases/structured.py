@@ -76,10 +76,10 @@ def _readout(rng):
     dim, mode = size(rng, 1, 4), ("mean", "sum")[int(rng.integers(0, 2))]
     net = jaxbp.serial(
         jaxbp.GAT(size(rng, 1, 3), heads=2, concat=False),
-        jaxbp.NodeMap(jaxbp.Tanh()),
+        jaxbp.node_map(jaxbp.Tanh()),
         jaxbp.GCN(size(rng, 1, 5)),
-        jaxbp.NodeMap(jaxbp.Dense(size(rng, 1, 3))),
-        jaxbp.GraphReadout(mode),
+        jaxbp.node_map(jaxbp.Dense(size(rng, 1, 3))),
+        jaxbp.GraphReadout(mode=mode),
     )
     return net, (dim,), {"x": _graphs(dim)}
 

@@ -19,7 +19,7 @@ from jaxbp.layers.conv import Conv1D, Conv2D
 from jaxbp.layers.dense import Dense
 from jaxbp.layers.dropout import Dropout
 from jaxbp.layers.embedding import Embedding
-from jaxbp.layers.graph import GAT, GCN, GraphReadout, NodeMap, Nodes, batch_graphs
+from jaxbp.layers.graph import GAT, GCN, GraphReadout, Nodes, batch_graphs, node_map
 from jaxbp.layers.latent import GaussianSample
 from jaxbp.layers.norm import BatchNorm, LayerNorm
 from jaxbp.layers.pool import (
@@ -31,7 +31,7 @@ from jaxbp.layers.pool import (
     MaxPool2D,
     Reshape,
 )
-from jaxbp.layers.recurrent import GRU, LSTM, RNN, Bidirectional
+from jaxbp.layers.recurrent import GRU, LSTM, RNN, bidirectional
 from jaxbp.layers.transformer import FeedForward, PositionalEmbedding, TransformerBlock
 from jaxbp.layers.tree import TreeLSTM, batch_trees
 
@@ -44,7 +44,7 @@ __all__ = [
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
-    "Bidirectional",
+    "bidirectional",
     "Conv1D",
     "Conv2D",
     "Dense",
@@ -63,7 +63,7 @@ __all__ = [
     "Reshape",
     "TransformerBlock",
     "attention",
-    "NodeMap",
+    "node_map",
     "Nodes",
     "TreeLSTM",
     "batch_graphs",

@@ -47,9 +47,9 @@ Example:
     >>> import jax, jax.numpy as jnp
     >>> from jaxbp.layers import attention
     >>> q = k = v = jax.random.normal(jax.random.key(0), (2, 4, 5, 8))  # (B, H, T, d)
-    >>> o, res = attention.forward(q, k, v, causal=True)
-    >>> dq, dk, dv = attention.backward(res, jnp.ones_like(o), causal=True)
-    >>> o2, _ = attention.forward(q, k, v, causal=True, block_size=2)  # T = 5: padded to 6
+    >>> o, res = attention.attention_forward(q, k, v, causal=True)
+    >>> dq, dk, dv = attention.attention_backward(res, jnp.ones_like(o), causal=True)
+    >>> o2, _ = attention.attention_forward(q, k, v, causal=True, block_size=2)  # T = 5 -> 6
     >>> o.shape, dq.shape, bool(jnp.allclose(o, o2, atol=1e-5)), res.lse.shape
     ((2, 4, 5, 8), (2, 4, 5, 8), True, (2, 4, 5))
 """
@@ -270,7 +270,7 @@ def _prepare(key_mask, block_size, *arrays):
     return _full_mask(key_mask, B, T, Tp), [_pad_time(x.astype(acc), Tp) for x in arrays]
 
 
-def forward(q, k, v, *, key_mask=None, causal=False, block_size=None):
+def attention_forward(q, k, v, *, key_mask=None, causal=False, block_size=None):
     """O = softmax(s Q Kᵀ + mask) V over (B, H, T, d); returns (O, AttentionResiduals).
 
     `key_mask`: (B, T) bool (True = a real key) or None. `block_size`: None for the
@@ -286,7 +286,7 @@ def forward(q, k, v, *, key_mask=None, causal=False, block_size=None):
     return out, AttentionResiduals(q, k, v, out, lse[:, :, :T], key_mask)
 
 
-def backward(residuals, dout, *, causal=False, block_size=None):
+def attention_backward(residuals, dout, *, causal=False, block_size=None):
     """(dQ, dK, dV) from the stored Q, K, V, O, L (see the module docstring for the formulas)."""
     q, k, v, out, lse, key_mask = residuals
     dtype, T = q.dtype, q.shape[2]
@@ -300,7 +300,7 @@ def backward(residuals, dout, *, causal=False, block_size=None):
 
 def attention(q, k, v, *, key_mask=None, causal=False, block_size=None):
     """The output O alone (no residuals): softmax(s Q Kᵀ + mask) V."""
-    return forward(q, k, v, key_mask=key_mask, causal=causal, block_size=block_size)[0]
+    return attention_forward(q, k, v, key_mask=key_mask, causal=causal, block_size=block_size)[0]
 
 
 # ------------------------------------------------------------------ multi-head self-attention
@@ -324,24 +324,27 @@ def _merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * d)
 
 
-def mha_init(key, dim: int, w_init="xavier_uniform"):
+def mha_init(key, features: int, *, w_init="xavier_uniform"):
     """{'W_qkv': (C, 3C), 'b_qkv': (3C,), 'W_o': (C, C), 'b_o': (C,)}; biases start at 0."""
     k_qkv, k_o = jax.random.split(key)
     w_init = initializers.get(w_init)
+    C = features
     return {
-        "W_qkv": w_init(k_qkv, (dim, 3 * dim)),
-        "b_qkv": jnp.zeros((3 * dim,)),
-        "W_o": w_init(k_o, (dim, dim)),
-        "b_o": jnp.zeros((dim,)),
+        "W_qkv": w_init(k_qkv, (C, 3 * C)),
+        "b_qkv": jnp.zeros((3 * C,)),
+        "W_o": w_init(k_o, (C, C)),
+        "b_o": jnp.zeros((C,)),
     }
 
 
 def mha_forward(params, x, *, heads, key_mask=None, causal=False, block_size=None):
     """y = concat_h attention(x W_q^h, x W_k^h, x W_v^h) W_o + b_o (biases on q, k, v too)."""
-    qkv, _ = dense.forward({"W": params["W_qkv"], "b": params["b_qkv"]}, x)  # (B, T, 3C)
+    qkv, _ = dense.dense_forward({"W": params["W_qkv"], "b": params["b_qkv"]}, x)  # (B, T, 3C)
     q, k, v = (_split_heads(t, heads) for t in jnp.split(qkv, 3, axis=-1))  # (B, H, T, d)
-    o, att = forward(q, k, v, key_mask=key_mask, causal=causal, block_size=block_size)
-    y, _ = dense.forward({"W": params["W_o"], "b": params["b_o"]}, _merge_heads(o))  # (B, T, C)
+    o, att = attention_forward(q, k, v, key_mask=key_mask, causal=causal, block_size=block_size)
+    y, _ = dense.dense_forward(
+        {"W": params["W_o"], "b": params["b_o"]}, _merge_heads(o)
+    )  # (B, T, C)
     return y, MultiHeadAttentionResiduals(x, att, None)
 
 
@@ -349,11 +352,15 @@ def mha_backward(params, residuals, dy, *, causal=False, block_size=None):
     """(dparams, dx): the output projection, the attention op, the qkv projection, in reverse."""
     x, att, _ = residuals
     o = _merge_heads(att.out)  # (B, T, C), the output projection's input
-    dp_o, do = dense.backward({"W": params["W_o"], "b": params["b_o"]}, dense.DenseResiduals(o), dy)
+    dp_o, do = dense.dense_backward(
+        {"W": params["W_o"], "b": params["b_o"]}, dense.DenseResiduals(o), dy
+    )
     heads = att.q.shape[1]
-    dq, dk, dv = backward(att, _split_heads(do, heads), causal=causal, block_size=block_size)
+    dq, dk, dv = attention_backward(
+        att, _split_heads(do, heads), causal=causal, block_size=block_size
+    )
     dqkv = jnp.concatenate([_merge_heads(g) for g in (dq, dk, dv)], axis=-1)  # (B, T, 3C)
-    dp_qkv, dx = dense.backward(
+    dp_qkv, dx = dense.dense_backward(
         {"W": params["W_qkv"], "b": params["b_qkv"]}, dense.DenseResiduals(x), dqkv
     )
     dparams = {"W_qkv": dp_qkv["W"], "b_qkv": dp_qkv["b"], "W_o": dp_o["W"], "b_o": dp_o["b"]}
@@ -393,7 +400,7 @@ def _mha_unpack(name, inputs, dim):
 
 
 def MultiHeadAttention(
-    heads: int, causal: bool = False, block_size: int | None = None, w_init="xavier_uniform"
+    heads: int, *, causal: bool = False, block_size: int | None = None, w_init="xavier_uniform"
 ) -> Layer:
     """Multi-head self-attention on (batch, time, dim), or on a dict {"x", "mask"} with a
     (batch, time) key mask (True = a real key; padded keys are never attended to).
@@ -432,7 +439,7 @@ def MultiHeadAttention(
             raise ValueError(
                 f"{name}: dim {dim} of input shape {in_shape} is not divisible by heads = {heads}"
             )
-        return in_shape, mha_init(key, dim, w_init), ()
+        return in_shape, mha_init(key, dim, w_init=w_init), ()
 
     def forward_layer(params, state, inputs, *, key=None, train=False):
         x, mask, form = _mha_unpack(name, inputs, params["W_o"].shape[0])

@@ -28,7 +28,7 @@ windows never reach (when (n + p_lo + p_hi − k_eff) is not a multiple of s) ge
 the padding of the dx convolution is widened and the padding of the dW convolution is cut by
 that remainder. The same gradients, as one matrix product per kernel tap (`grads_by_taps`), are
 what large convolutions use on CPU, where XLA runs these two convolutions slowly (see
-`backward`).
+`conv_backward`).
 
 Padding: 'VALID' (none), 'SAME' (output size ⌈n/s⌉, the extra pixel on the right as in
 TensorFlow), an int (the same on both sides of every spatial axis), a sequence of ints (one per
@@ -38,10 +38,10 @@ accepted for 1-D).
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from jaxbp.layers import conv
-    >>> params = conv.init(jax.random.key(0), in_channels=3, features=8, kernel_size=(3, 3))
+    >>> params = conv.conv_init(jax.random.key(0), in_channels=3, features=8, kernel_size=(3, 3))
     >>> x = jnp.ones((2, 9, 9, 3))
-    >>> y, res = conv.forward(params, x, stride=2, padding="SAME")
-    >>> dparams, dx = conv.backward(params, res, jnp.ones_like(y), stride=2, padding="SAME")
+    >>> y, res = conv.conv_forward(params, x, stride=2, padding="SAME")
+    >>> dparams, dx = conv.conv_backward(params, res, jnp.ones_like(y), stride=2, padding="SAME")
     >>> y.shape, dparams["W"].shape, dx.shape
     ((2, 5, 5, 8), (3, 3, 3, 8), (2, 9, 9, 3))
 """
@@ -173,11 +173,12 @@ def _resolve(W, x, stride, padding, dilation):
 # ------------------------------------------------------------------------------------ ops
 
 
-def init(
+def conv_init(
     key,
     in_channels: int,
     features: int,
     kernel_size: tuple[int, ...],
+    *,
     groups: int = 1,
     w_init="xavier_uniform",
     b_init="zeros",
@@ -192,7 +193,7 @@ def init(
     return params
 
 
-def forward(params, x, *, stride=1, padding="VALID", dilation=1, groups: int = 1):
+def conv_forward(params, x, *, stride=1, padding="VALID", dilation=1, groups: int = 1):
     """y = x ⋆ W + b (cross-correlation), x: (N, *spatial, C_in) -> y: (N, *spatial_out, C_out)."""
     W = params["W"]  # (*window, C_in/G, C_out)
     nd, _, stride, dilation, pads = _resolve(W, x, stride, padding, dilation)
@@ -211,8 +212,8 @@ def forward(params, x, *, stride=1, padding="VALID", dilation=1, groups: int = 1
     return y, ConvResiduals(x)
 
 
-def backward(params, residuals, dy, *, stride=1, padding="VALID", dilation=1, groups: int = 1):
-    """(dparams, dx) for `forward` with the same hyperparameters; dy: (N, *spatial_out, C_out).
+def conv_backward(params, residuals, dy, *, stride=1, padding="VALID", dilation=1, groups: int = 1):
+    """(dparams, dx) for `conv_forward` with the same hyperparameters; dy: (N, *spatial_out, C_out).
 
     The same gradients are computed two ways: by convolutions (`grads_by_convs`; cuDNN on GPU,
     the convolution units of a TPU) and by taps (`grads_by_taps`; matrix products). XLA:CPU runs
@@ -377,7 +378,9 @@ def _conv_layer(
         spatial, c_in = in_shape[:-1], in_shape[-1]
         pads = check_spatial(spatial, c_in, in_shape)
         out = output_size(spatial, kernel, stride, dilation, pads)
-        params = init(key, c_in, features, kernel, groups, w_init, b_init, bias)
+        params = conv_init(
+            key, c_in, features, kernel, groups=groups, w_init=w_init, b_init=b_init, bias=bias
+        )
         return (*out, features), params, ()
 
     def forward_layer(params, state, x, *, key=None, train=False):
@@ -389,11 +392,11 @@ def _conv_layer(
                 f"(batch, {', '.join(['*'] * nd)}, {c_in}), got {tuple(x.shape)}"
             )
         check_spatial(x.shape[1:-1], c_in, tuple(x.shape))
-        y, res = forward(params, x, **hyper)
+        y, res = conv_forward(params, x, **hyper)
         return y, res, state
 
     def backward_layer(params, residuals, dy):
-        return backward(params, residuals, dy, **hyper)
+        return conv_backward(params, residuals, dy, **hyper)
 
     return Layer(init_layer, forward_layer, backward_layer, name)
 
@@ -401,6 +404,7 @@ def _conv_layer(
 def Conv1D(
     features: int,
     kernel_size,
+    *,
     stride=1,
     padding="VALID",
     dilation=1,
@@ -433,6 +437,7 @@ def Conv1D(
 def Conv2D(
     features: int,
     kernel_size,
+    *,
     stride=1,
     padding="VALID",
     dilation=1,
@@ -457,4 +462,4 @@ def Conv2D(
     )
 
 
-__all__ = ["Conv1D", "Conv2D", "ConvResiduals", "backward", "forward", "init"]
+__all__ = ["Conv1D", "Conv2D", "ConvResiduals", "conv_backward", "conv_forward", "conv_init"]

@@ -14,9 +14,9 @@ parameter gradients sum over every other axis.
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from jaxbp.layers import dense
-    >>> params = dense.init(jax.random.key(0), 3, 2)
-    >>> y, res = dense.forward(params, jnp.ones((4, 3)))
-    >>> dparams, dx = dense.backward(params, res, jnp.ones_like(y))
+    >>> params = dense.dense_init(jax.random.key(0), 3, 2)
+    >>> y, res = dense.dense_forward(params, jnp.ones((4, 3)))
+    >>> dparams, dx = dense.dense_backward(params, res, jnp.ones_like(y))
     >>> dparams["W"].shape, dparams["b"].shape, dx.shape
     ((3, 2), (2,), (4, 3))
 """
@@ -36,23 +36,25 @@ class DenseResiduals(NamedTuple):
     a: jax.Array  # the input, (..., in)
 
 
-def init(key, in_dim: int, out_dim: int, w_init="xavier_uniform", b_init="zeros", bias=True):
+def dense_init(
+    key, in_features: int, features: int, *, w_init="xavier_uniform", b_init="zeros", bias=True
+):
     """{'W': (in, out), 'b': (out,)} — 'b' is left out when `bias=False`."""
     kw, kb = jax.random.split(key)
-    params = {"W": initializers.get(w_init)(kw, (in_dim, out_dim))}
+    params = {"W": initializers.get(w_init)(kw, (in_features, features))}
     if bias:
-        params["b"] = initializers.get(b_init)(kb, (out_dim,))
+        params["b"] = initializers.get(b_init)(kb, (features,))
     return params
 
 
-def forward(params, a):
+def dense_forward(params, a):
     z = a @ params["W"]  # (..., in) @ (in, out) -> (..., out)
     if "b" in params:
         z = z + params["b"]
     return z, DenseResiduals(a)
 
 
-def backward(params, residuals, dz):
+def dense_backward(params, residuals, dz):
     a = residuals.a  # (..., in); dz: (..., out)
     W = params["W"]
     rows_a = a.reshape(-1, a.shape[-1])  # (N, in), N = batch x leading axes
@@ -64,24 +66,24 @@ def backward(params, residuals, dz):
     return dparams, da
 
 
-def Dense(out_dim: int, w_init="xavier_uniform", b_init="zeros", bias: bool = True) -> Layer:
+def Dense(features: int, *, w_init="xavier_uniform", b_init="zeros", bias: bool = True) -> Layer:
     """Fully connected layer z = a W + b on the last axis of the input.
 
     Args:
-        out_dim: number of output features.
+        features: number of output features.
         w_init, b_init: initializer names or functions from `jaxbp.init`.
         bias: whether to add `b`.
     """
-    name = f"Dense({out_dim})"
-    out_dim = positive_int(name, "out_dim", out_dim)
+    name = f"Dense({features})"
+    features = positive_int(name, "features", features)
     w_init, b_init = initializers.get(w_init), initializers.get(b_init)
 
     def init_layer(key, in_shape):
         in_shape = as_shape(in_shape)
         if len(in_shape) < 1:
             raise ValueError(f"{name}: needs per-example input of rank >= 1, got shape {in_shape}")
-        params = init(key, in_shape[-1], out_dim, w_init, b_init, bias)
-        return (*in_shape[:-1], out_dim), params, ()
+        params = dense_init(key, in_shape[-1], features, w_init=w_init, b_init=b_init, bias=bias)
+        return (*in_shape[:-1], features), params, ()
 
     def forward_layer(params, state, x, *, key=None, train=False):
         check_float_input(name, x)
@@ -90,10 +92,10 @@ def Dense(out_dim: int, w_init="xavier_uniform", b_init="zeros", bias: bool = Tr
             raise ValueError(
                 f"{name}: expected input of shape (batch, ..., {in_dim}), got {tuple(x.shape)}"
             )
-        y, res = forward(params, x)
+        y, res = dense_forward(params, x)
         return y, res, state
 
     def backward_layer(params, residuals, dy):
-        return backward(params, residuals, dy)
+        return dense_backward(params, residuals, dy)
 
     return Layer(init_layer, forward_layer, backward_layer, name)

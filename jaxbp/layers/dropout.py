@@ -34,7 +34,7 @@ class DropoutResiduals(NamedTuple):
     keep: jax.Array | None  # (N, ...) bool mask κ; None in eval mode (identity)
 
 
-def forward(x, key, rate: float, train: bool):
+def dropout_forward(x, *, key, rate: float, train: bool):
     """y = x ⊙ κ / (1 − rate) in train mode, y = x in eval mode."""
     if not train or rate == 0:
         return x, DropoutResiduals(None)
@@ -43,7 +43,7 @@ def forward(x, key, rate: float, train: bool):
     return y, DropoutResiduals(keep)
 
 
-def backward(residuals, dy, rate: float):
+def dropout_backward(residuals, dy, *, rate: float):
     """∂L/∂x = δ ⊙ κ / (1 − rate) (δ itself in eval mode)."""
     if residuals.keep is None:
         return dy
@@ -74,10 +74,10 @@ def Dropout(rate: float) -> Layer:
                 f"{name}: train=True needs a random key, e.g. forward(..., key=jax.random.key(0), "
                 "train=True); pass train=False for evaluation"
             )
-        y, res = forward(x, key, rate, train)
+        y, res = dropout_forward(x, key=key, rate=rate, train=train)
         return y, res, state
 
     def backward_layer(params, residuals, dy):
-        return (), backward(residuals, dy, rate)
+        return (), dropout_backward(residuals, dy, rate=rate)
 
     return Layer(init, forward_layer, backward_layer, name)

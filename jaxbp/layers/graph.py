@@ -9,7 +9,7 @@ A graph (or a batch of graphs, as one disjoint union) is a dict::
 
 An undirected graph lists both directions (`edges_from_networkx` does). Repeated edges count
 with their multiplicity (A[i, j] = number of rows (j, i)); isolated nodes are allowed. Graph
-layers map such a dict to the same dict with new "x" (so they compose in `serial`); `NodeMap`
+layers map such a dict to the same dict with new "x" (so they compose in `serial`); `node_map`
 applies a per-node layer (Dense, Relu, Dropout, ...) to "x", `Nodes()` ends a network with the
 node features (N, F') and `GraphReadout` with one row per graph (G, F'). The integer leaves are
 structure, not values: they get no gradient, and each backward returns None in their place
@@ -54,7 +54,7 @@ tracers and are not checked: an out-of-range endpoint reads zeros and its messag
 Example:
     >>> import jax, jax.numpy as jnp, numpy as np, jaxbp
     >>> g = {"x": jnp.eye(3), "edges": jnp.array([[0, 1], [1, 0], [1, 2], [2, 1]])}
-    >>> net = jaxbp.serial(jaxbp.GCN(4), jaxbp.NodeMap(jaxbp.Tanh()), jaxbp.GCN(2), jaxbp.Nodes())
+    >>> net = jaxbp.serial(jaxbp.GCN(4), jaxbp.node_map(jaxbp.Tanh()), jaxbp.GCN(2), jaxbp.Nodes())
     >>> out_shape, params, state = net.init(jax.random.key(0), (3,))
     >>> y, res, _ = net.forward(params, state, g)
     >>> dparams, dg = net.backward(params, res, jnp.ones_like(y))
@@ -192,9 +192,10 @@ class GCNResiduals(NamedTuple):
     norm: jax.Array  # (E',) n_e = d̃_src^(−1/2) d̃_dst^(−1/2)
 
 
-def gcn_init(key, in_dim: int, out_dim: int, w_init="xavier_uniform"):
+def gcn_init(key, in_features: int, features: int, *, w_init="xavier_uniform"):
     """{'W': (in, out), 'b': (out,)}."""
-    return {"W": initializers.get(w_init)(key, (in_dim, out_dim)), "b": jnp.zeros((out_dim,))}
+    W = initializers.get(w_init)(key, (in_features, features))
+    return {"W": W, "b": jnp.zeros((features,))}
 
 
 def gcn_forward(params, h, edges, *, self_loops=True):
@@ -215,7 +216,7 @@ def gcn_backward(params, residuals, dy):
     return dparams, dz @ params["W"].T  # (N, F)
 
 
-def GCN(features: int, self_loops: bool = True, w_init="xavier_uniform") -> Layer:
+def GCN(features: int, *, self_loops: bool = True, w_init="xavier_uniform") -> Layer:
     """Graph convolution H' = D̃^(−1/2)(A + I)D̃^(−1/2) H W + b on a graph dict (see module doc).
 
     Args:
@@ -227,7 +228,7 @@ def GCN(features: int, self_loops: bool = True, w_init="xavier_uniform") -> Laye
 
     def init_layer(key, in_shape):
         (in_dim,) = _node_shape(name, in_shape)
-        return (features,), gcn_init(key, in_dim, features, w_init), ()
+        return (features,), gcn_init(key, in_dim, features, w_init=w_init), ()
 
     def forward_layer(params, state, g, *, key=None, train=False):
         check_graph(name, g, params["W"].shape[0])
@@ -276,15 +277,17 @@ class GATResiduals(NamedTuple):
     positive: jax.Array  # (E', K) bool, pre-activation score > 0
 
 
-def gat_init(key, in_dim: int, out_dim: int, heads: int, concat=True, w_init="xavier_uniform"):
+def gat_init(
+    key, in_features: int, features: int, heads: int, *, concat=True, w_init="xavier_uniform"
+):
     """{'W': (in, K·F'), 'a_src': (K, F'), 'a_dst': (K, F'), 'b': (K·F',) or (F',)}."""
     kw, ks, kd = jax.random.split(key, 3)
     a_init = initializers.get("xavier_uniform")
     return {
-        "W": initializers.get(w_init)(kw, (in_dim, heads * out_dim)),
-        "a_src": a_init(ks, (heads, out_dim)),
-        "a_dst": a_init(kd, (heads, out_dim)),
-        "b": jnp.zeros((heads * out_dim if concat else out_dim,)),
+        "W": initializers.get(w_init)(kw, (in_features, heads * features)),
+        "a_src": a_init(ks, (heads, features)),
+        "a_dst": a_init(kd, (heads, features)),
+        "b": jnp.zeros((heads * features if concat else features,)),
     }
 
 
@@ -333,6 +336,7 @@ def gat_backward(params, residuals, dy, *, concat=True, negative_slope=0.2):
 
 def GAT(
     features: int,
+    *,
     heads: int = 1,
     concat: bool = True,
     self_loops: bool = True,
@@ -356,7 +360,7 @@ def GAT(
 
     def init_layer(key, in_shape):
         (in_dim,) = _node_shape(name, in_shape)
-        params = gat_init(key, in_dim, features, heads, concat, w_init)
+        params = gat_init(key, in_dim, features, heads, concat=concat, w_init=w_init)
         return (heads * features if concat else features,), params, ()
 
     def forward_layer(params, state, g, *, key=None, train=False):
@@ -374,11 +378,11 @@ def GAT(
 # ---------------------------------------------------- per-node layers, outputs and readouts
 
 
-def NodeMap(layer: Layer) -> Layer:
+def node_map(layer: Layer) -> Layer:
     """Apply a per-node layer (Dense, Relu, Dropout, ...) to a graph's "x", keep its structure."""
     if not isinstance(layer, Layer):
-        raise TypeError(f"NodeMap: expected a Layer, got {type(layer).__name__}")
-    name = f"NodeMap({layer.name})"
+        raise TypeError(f"node_map: expected a Layer, got {type(layer).__name__}")
+    name = f"node_map({layer.name})"
 
     def init_layer(key, in_shape):
         return layer.init(key, _node_shape(name, in_shape))
@@ -415,25 +419,27 @@ def Nodes() -> Layer:
 class ReadoutResiduals(NamedTuple):
     graph: jax.Array  # (N,) node -> graph index
     scale: jax.Array  # (G,) 1 for "sum", 1/|g| for "mean"
-    keys: dict  # the input dict's keys, values None
+    keys: dict | None = None  # the layer's input dict's keys, values None (the op leaves None)
 
 
-def readout_forward(h, graph, sizes, mode="mean"):
-    """r_g = Σ_{i in g} H_i (· 1/|g| for "mean"): (N, F) -> (G, F); an empty graph reads 0."""
+def readout_forward(x, graph, sizes, *, mode="mean"):
+    """r_g = Σ_{i in g} x_i (· 1/|g| for "mean"): (N, F) -> (G, F); an empty graph reads 0.
+
+    `graph` (N,) is each node's graph index and `sizes` (G,) each graph's node count."""
     if mode == "sum":
-        scale = jnp.ones(sizes.shape, h.dtype)
+        scale = jnp.ones(sizes.shape, x.dtype)
     else:
-        scale = (1.0 / jnp.maximum(sizes, 1)).astype(h.dtype)
-    r = segment_sum(h, graph, sizes.shape[0]) * scale[:, None]
-    return r, scale
+        scale = (1.0 / jnp.maximum(sizes, 1)).astype(x.dtype)
+    r = segment_sum(x, graph, sizes.shape[0]) * scale[:, None]
+    return r, ReadoutResiduals(graph, scale)
 
 
-def readout_backward(graph, scale, dr):
-    """∂L/∂H_i = scale_{g(i)} δr_{g(i)}: a gather of the graph rows back to their nodes."""
-    return gather(dr * scale[:, None], graph)
+def readout_backward(residuals, dy):
+    """∂L/∂x_i = scale_{g(i)} δr_{g(i)}: a gather of the graph rows back to their nodes."""
+    return gather(dy * residuals.scale[:, None], residuals.graph)
 
 
-def GraphReadout(mode: str = "mean") -> Layer:
+def GraphReadout(*, mode: str = "mean") -> Layer:
     """Pool node features per graph (mean or sum): graph dict with "graph", "sizes" -> (G, F)."""
     if mode not in ("mean", "sum"):
         raise ValueError(f'GraphReadout: mode must be "mean" or "sum", got {mode!r}')
@@ -444,11 +450,11 @@ def GraphReadout(mode: str = "mean") -> Layer:
 
     def forward_layer(params, state, g, *, key=None, train=False):
         check_graph(name, g, readout=True)
-        r, scale = readout_forward(g["x"], g["graph"], g["sizes"], mode)
-        return r, ReadoutResiduals(g["graph"], scale, {k: None for k in g}), state
+        r, res = readout_forward(g["x"], g["graph"], g["sizes"], mode=mode)
+        return r, res._replace(keys={k: None for k in g}), state
 
     def backward_layer(params, residuals, dr):
-        dh = readout_backward(residuals.graph, residuals.scale, dr)
+        dh = readout_backward(residuals, dr)
         return (), _graph_cotangent(residuals.keys, dh)
 
     return Layer(init_layer, forward_layer, backward_layer, name)

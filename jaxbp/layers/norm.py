@@ -121,7 +121,7 @@ def _init_scale_bias(name: str, in_shape):
     return in_shape, {"scale": jnp.ones((c,)), "bias": jnp.zeros((c,))}
 
 
-def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
+def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5) -> Layer:
     """Batch normalization over all axes but the last (channels-last), with running statistics.
 
     `train=True`: batch statistics, running averages updated in the returned state.
@@ -187,7 +187,7 @@ def layer_norm_backward(params, residuals, dy):
     return dparams, dx.astype(x_hat.dtype)
 
 
-def LayerNorm(eps: float = 1e-5) -> Layer:
+def LayerNorm(*, eps: float = 1e-5) -> Layer:
     """Layer normalization over the last axis of each example; params {'scale', 'bias'}: (C,).
 
     Example:

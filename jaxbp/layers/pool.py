@@ -263,7 +263,7 @@ def _pool_layer(kind: str, nd: int, window, stride, padding) -> Layer:
     return Layer(init, forward, backward, name)
 
 
-def MaxPool1D(window, stride=None, padding="VALID") -> Layer:
+def MaxPool1D(window, *, stride=None, padding="VALID") -> Layer:
     """Max pooling over (batch, width, channels); `stride=None` means stride = window.
 
     The gradient of each window goes to its first maximum (see the module docstring).
@@ -276,7 +276,7 @@ def MaxPool1D(window, stride=None, padding="VALID") -> Layer:
     return _pool_layer("Max", 1, window, stride, padding)
 
 
-def MaxPool2D(window, stride=None, padding="VALID") -> Layer:
+def MaxPool2D(window, *, stride=None, padding="VALID") -> Layer:
     """Max pooling over (batch, height, width, channels); sizes an int or (h, w).
 
     Example:
@@ -287,7 +287,7 @@ def MaxPool2D(window, stride=None, padding="VALID") -> Layer:
     return _pool_layer("Max", 2, window, stride, padding)
 
 
-def AvgPool1D(window, stride=None, padding="VALID") -> Layer:
+def AvgPool1D(window, *, stride=None, padding="VALID") -> Layer:
     """Average pooling over (batch, width, channels); padding is not counted in the mean.
 
     Example:
@@ -298,7 +298,7 @@ def AvgPool1D(window, stride=None, padding="VALID") -> Layer:
     return _pool_layer("Avg", 1, window, stride, padding)
 
 
-def AvgPool2D(window, stride=None, padding="VALID") -> Layer:
+def AvgPool2D(window, *, stride=None, padding="VALID") -> Layer:
     """Average pooling over (batch, height, width, channels); padding is not counted.
 
     Example:

@@ -61,6 +61,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxbp import init as initializers
+from jaxbp.activations import Relu, Tanh
 from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
 from jaxbp.precision import accumulation_dtype
 
@@ -146,33 +147,44 @@ class RNNResiduals(NamedTuple):
     mask: Any  # (T, B, 1) bool, or None
 
 
-_RNN_ACTIVATIONS = ("tanh", "relu")
+# The activations whose derivative can be read from their output h = f(z) (what BPTT keeps).
+_RNN_ACTIVATIONS = {Tanh: "tanh", Relu: "relu"}
 
 
 def _rnn_f(activation):
-    return jnp.tanh if activation == "tanh" else jax.nn.relu
+    return jnp.tanh if activation is Tanh else jax.nn.relu
 
 
 def _rnn_f_prime_from_output(activation, h):
     """f′(z) read from h = f(z): tanh 1 − h², relu [h > 0] (ReLU′(0) = 0)."""
-    if activation == "tanh":
+    if activation is Tanh:
         return 1 - h * h
     return (h > 0).astype(h.dtype)
 
 
-def rnn_init(key, in_dim, hidden, w_init="xavier_uniform", u_init="orthogonal", b_init="zeros"):
+def _check_activation(name, activation):
+    if not any(activation is f for f in _RNN_ACTIVATIONS):
+        raise ValueError(
+            f"{name}: activation must be the Layer constructor jaxbp.Tanh or jaxbp.Relu (its "
+            f"derivative is read from the stored output), got {activation!r}"
+        )
+
+
+def rnn_init(
+    key, in_features, features, *, w_init="xavier_uniform", u_init="orthogonal", b_init="zeros"
+):
     """{'W': (F, H), 'U': (H, H), 'b': (H,)}."""
     kw, ku, kb = jax.random.split(key, 3)
     return {
-        "W": initializers.get(w_init)(kw, (in_dim, hidden)),
-        "U": initializers.get(u_init)(ku, (hidden, hidden)),
-        "b": initializers.get(b_init)(kb, (hidden,)),
+        "W": initializers.get(w_init)(kw, (in_features, features)),
+        "U": initializers.get(u_init)(ku, (features, features)),
+        "b": initializers.get(b_init)(kb, (features,)),
     }
 
 
 @partial(jax.jit, static_argnames=("activation", "return_sequences"))
-def rnn_forward(params, x, h0=None, mask=None, *, activation="tanh", return_sequences=True):
-    """h_t = f(z_t),  z_t = x_t W + h_{t−1} U + b,  f = tanh or relu.
+def rnn_forward(params, x, h0=None, mask=None, *, activation=Tanh, return_sequences=True):
+    """h_t = f(z_t),  z_t = x_t W + h_{t−1} U + b,  f = tanh or relu (`activation=Tanh`/`Relu`).
 
     Returns (y, RNNResiduals): y = all states (B, T, H) or the last one (B, H).
     """
@@ -195,7 +207,7 @@ def rnn_forward(params, x, h0=None, mask=None, *, activation="tanh", return_sequ
 
 
 @partial(jax.jit, static_argnames=("activation",))
-def rnn_backward(params, residuals, dy, *, activation="tanh"):
+def rnn_backward(params, residuals, dy, *, activation=Tanh):
     """BPTT for the vanilla RNN. With g_t = ∂L/∂h_t (from the output and from step t + 1):
 
         δ_t = g_t ⊙ f′(z_t)                    (f′ read from h_t: 1 − h_t² or [h_t > 0])
@@ -254,8 +266,9 @@ class LSTMResiduals(NamedTuple):
 
 def lstm_init(
     key,
-    in_dim,
-    hidden,
+    in_features,
+    features,
+    *,
     w_init="xavier_uniform",
     u_init="orthogonal",
     b_init="zeros",
@@ -267,11 +280,11 @@ def lstm_init(
     Jozefowicz et al. 2015): σ(1) ≈ 0.73, so the cell remembers by default at the start.
     """
     kw, ku, kb = jax.random.split(key, 3)
-    b = initializers.get(b_init)(kb, (4 * hidden,))
-    b = b.at[hidden : 2 * hidden].add(forget_bias)
+    b = initializers.get(b_init)(kb, (4 * features,))
+    b = b.at[features : 2 * features].add(forget_bias)
     return {
-        "W": initializers.get(w_init)(kw, (in_dim, 4 * hidden)),
-        "U": initializers.get(u_init)(ku, (hidden, 4 * hidden)),
+        "W": initializers.get(w_init)(kw, (in_features, 4 * features)),
+        "U": initializers.get(u_init)(ku, (features, 4 * features)),
         "b": b,
     }
 
@@ -328,7 +341,7 @@ def lstm_backward(params, residuals, dy, dc_T=None):
     (masked step: δ_t = 0 and both state gradients pass through unchanged); the parameter and
     input gradients are single matmuls over all δ_t after the scan. The scan reads c_{t−1} and
     carries c_t down from step t + 1. `dc_T` is a gradient reaching c_T from later steps (BPTT
-    by segments, `LSTM(checkpoint_every=k)`); None means zero.
+    by segments, `LSTM(remat_every=k)`); None means zero.
     Returns (dparams, dx, dh0, dc0).
     """
     x, h0, hs, c_prev_all, c_T, gates, m = residuals
@@ -383,14 +396,16 @@ class GRUResiduals(NamedTuple):
     mask: Any  # (T, B, 1) bool, or None
 
 
-def gru_init(key, in_dim, hidden, w_init="xavier_uniform", u_init="orthogonal", b_init="zeros"):
+def gru_init(
+    key, in_features, features, *, w_init="xavier_uniform", u_init="orthogonal", b_init="zeros"
+):
     """{'W': (F, 3H), 'U': (H, 3H), 'b': (3H,), 'b_hn': (H,)}, blocks in the order [r, u, n]."""
     kw, ku, kb, kc = jax.random.split(key, 4)
     return {
-        "W": initializers.get(w_init)(kw, (in_dim, 3 * hidden)),
-        "U": initializers.get(u_init)(ku, (hidden, 3 * hidden)),
-        "b": initializers.get(b_init)(kb, (3 * hidden,)),
-        "b_hn": initializers.get(b_init)(kc, (hidden,)),
+        "W": initializers.get(w_init)(kw, (in_features, 3 * features)),
+        "U": initializers.get(u_init)(ku, (features, 3 * features)),
+        "b": initializers.get(b_init)(kb, (3 * features,)),
+        "b_hn": initializers.get(b_init)(kc, (features,)),
     }
 
 
@@ -481,7 +496,7 @@ def gru_backward(params, residuals, dy):
     return dparams, dx, dh0
 
 
-# ------------------------------------------------- BPTT by segments (checkpoint_every=k)
+# ------------------------------------------------- BPTT by segments (remat_every=k)
 
 
 class SegmentResiduals(NamedTuple):
@@ -709,7 +724,7 @@ def _last_h_c(hs, res):
 def _segments(name, k, cell_forward, cell_backward, last_states):
     if k is None:
         return None
-    k = positive_int(name, "checkpoint_every", k)
+    k = positive_int(name, "remat_every", k)
     return k, cell_forward, cell_backward, last_states
 
 
@@ -719,25 +734,26 @@ def _check_bool(name, what, value):
 
 
 def RNN(
-    hidden: int,
-    activation: str = "tanh",
+    features: int,
+    *,
+    activation=Tanh,
     return_sequences: bool = True,
     w_init="xavier_uniform",
     u_init="orthogonal",
     b_init="zeros",
-    checkpoint_every: int | None = None,
+    remat_every: int | None = None,
 ) -> Layer:
-    """Vanilla (Elman) RNN h_t = f(x_t W + h_{t−1} U + b), f = tanh or relu.
+    """Vanilla (Elman) RNN h_t = f(x_t W + h_{t−1} U + b); `activation` is the Layer
+    constructor `jaxbp.Tanh` (default) or `jaxbp.Relu`.
 
     Input (batch, time, F) or a dict {"x", "mask", "h0"} (see the module docstring); output all
-    states (batch, time, hidden) or, with `return_sequences=False`, the last (batch, hidden).
-    `checkpoint_every=k`: BPTT by segments (see `LSTM`).
+    states (batch, time, features) or, with `return_sequences=False`, the last one.
+    `remat_every=k`: BPTT by segments (see `LSTM`).
     """
-    name = f"RNN({hidden}, {activation})"
-    hidden = positive_int(name, "hidden", hidden)
+    _check_activation(f"RNN({features})", activation)
+    name = f"RNN({features}, {_RNN_ACTIVATIONS[activation]})"
+    features = positive_int(name, "features", features)
     _check_bool(name, "return_sequences", return_sequences)
-    if activation not in _RNN_ACTIVATIONS:
-        raise ValueError(f"{name}: activation must be one of {_RNN_ACTIVATIONS}")
 
     def forward(p, x, h0, mask, **kw):
         return rnn_forward(p, x, h0, mask, activation=activation, **kw)
@@ -747,32 +763,33 @@ def RNN(
 
     return _recurrent_layer(
         name,
-        hidden,
+        features,
         return_sequences,
-        lambda key, f: rnn_init(key, f, hidden, w_init, u_init, b_init),
+        lambda key, f: rnn_init(key, f, features, w_init=w_init, u_init=u_init, b_init=b_init),
         forward,
         backward,
         ("h0",),
-        _segments(name, checkpoint_every, forward, backward, _last_h),
+        _segments(name, remat_every, forward, backward, _last_h),
     )
 
 
 def LSTM(
-    hidden: int,
+    features: int,
+    *,
     return_sequences: bool = True,
     forget_bias: float = 1.0,
     w_init="xavier_uniform",
     u_init="orthogonal",
     b_init="zeros",
-    checkpoint_every: int | None = None,
+    remat_every: int | None = None,
 ) -> Layer:
     """Long short-term memory layer (gates [i, f, g, o]; equations in `lstm_forward`).
 
     Input (batch, time, F) or a dict {"x", "mask", "h0", "c0"}; output all hidden states
-    (batch, time, hidden) or the last (batch, hidden). The forget-gate bias starts at
+    (batch, time, features) or the last one. The forget-gate bias starts at
     `forget_bias` (default 1.0).
 
-    `checkpoint_every=k`: BPTT with checkpoints (`segments_forward`/`segments_backward`). The
+    `remat_every=k`: BPTT with checkpoints (`segments_forward`/`segments_backward`). The
     forward keeps only the states (h, c) entering each segment of k steps; the backward
     reruns each segment's forward from them, last segment first, and backpropagates through
     it. Memory ∝ T/k (stored states) + k (one segment's residuals) instead of T — least at
@@ -780,47 +797,49 @@ def LSTM(
     layer's up to rounding: the input projection runs per segment and the parameter gradients
     are summed per segment (other summation orders; float64 differences ~1e-16).
     """
-    name = f"LSTM({hidden})"
-    hidden = positive_int(name, "hidden", hidden)
+    name = f"LSTM({features})"
+    features = positive_int(name, "features", features)
     _check_bool(name, "return_sequences", return_sequences)
     if isinstance(forget_bias, bool) or not isinstance(forget_bias, int | float):
         raise TypeError(f"{name}: forget_bias must be a number, got {forget_bias!r}")
+    opts = dict(w_init=w_init, u_init=u_init, b_init=b_init, forget_bias=forget_bias)
     return _recurrent_layer(
         name,
-        hidden,
+        features,
         return_sequences,
-        lambda key, f: lstm_init(key, f, hidden, w_init, u_init, b_init, forget_bias),
+        lambda key, f: lstm_init(key, f, features, **opts),
         lstm_forward,
         lstm_backward,
         ("h0", "c0"),
-        _segments(name, checkpoint_every, lstm_forward, lstm_backward, _last_h_c),
+        _segments(name, remat_every, lstm_forward, lstm_backward, _last_h_c),
     )
 
 
 def GRU(
-    hidden: int,
+    features: int,
+    *,
     return_sequences: bool = True,
     w_init="xavier_uniform",
     u_init="orthogonal",
     b_init="zeros",
-    checkpoint_every: int | None = None,
+    remat_every: int | None = None,
 ) -> Layer:
     """Gated recurrent unit (reset gate after the product, as cuDNN; equations in
     `gru_forward`). Input (batch, time, F) or a dict {"x", "mask", "h0"}; output all states
-    (batch, time, hidden) or the last (batch, hidden). `checkpoint_every=k`: BPTT by
-    segments (see `LSTM`)."""
-    name = f"GRU({hidden})"
-    hidden = positive_int(name, "hidden", hidden)
+    (batch, time, features) or the last one. `remat_every=k`: BPTT by segments (see
+    `LSTM`)."""
+    name = f"GRU({features})"
+    features = positive_int(name, "features", features)
     _check_bool(name, "return_sequences", return_sequences)
     return _recurrent_layer(
         name,
-        hidden,
+        features,
         return_sequences,
-        lambda key, f: gru_init(key, f, hidden, w_init, u_init, b_init),
+        lambda key, f: gru_init(key, f, features, w_init=w_init, u_init=u_init, b_init=b_init),
         gru_forward,
         gru_backward,
         ("h0",),
-        _segments(name, checkpoint_every, gru_forward, gru_backward, _last_h),
+        _segments(name, remat_every, gru_forward, gru_backward, _last_h),
     )
 
 
@@ -832,7 +851,40 @@ def _flip(a):
     return a[:, ::-1]
 
 
-def Bidirectional(layer: Layer) -> Layer:
+def _split_directions(name, x):
+    """The forward copy's input, the backward copy's (x and mask reversed in time, each
+    initial state's second half), and the input dict's keys (None for an array)."""
+    if not isinstance(x, dict):
+        return x, x if jnp.ndim(x) < 2 else _flip(x), None
+    fwd, bwd = {}, {}
+    for k, v in x.items():
+        if k in ("x", "mask"):
+            fwd[k], bwd[k] = v, (v if v is None or jnp.ndim(v) < 2 else _flip(v))
+        else:
+            if not (isinstance(v, tuple | list) and len(v) == 2):
+                raise ValueError(
+                    f"{name}: the initial state '{k}' must be a pair (forward, backward), "
+                    f"got {type(v).__name__}"
+                )
+            fwd[k], bwd[k] = v
+    return fwd, bwd, {k: None for k in x}
+
+
+def _join_directions(given, dx_fwd, dx_bwd):
+    """The input gradient in the input's form: dx_fwd + flip(dx_bwd) for x, a pair for each
+    initial state, None for the mask."""
+    if given is None:
+        return dx_fwd + _flip(dx_bwd)
+    dx = {"x": dx_fwd["x"] + _flip(dx_bwd["x"])}
+    for k in given:
+        if k == "mask":
+            dx[k] = None
+        elif k != "x":
+            dx[k] = (dx_fwd[k], dx_bwd[k])
+    return dx
+
+
+def bidirectional(layer: Layer) -> Layer:
     """Run `layer` forward in time and a second copy (own parameters) on the time-reversed
     sequence; concatenate their outputs on the feature axis:
 
@@ -846,8 +898,8 @@ def Bidirectional(layer: Layer) -> Layer:
     params = {'forward': ..., 'backward': ...}.
     """
     if not isinstance(layer, Layer):
-        raise TypeError(f"Bidirectional: expected a Layer, got {type(layer).__name__}")
-    name = f"Bidirectional({layer.name})"
+        raise TypeError(f"bidirectional: expected a Layer, got {type(layer).__name__}")
+    name = f"bidirectional({layer.name})"
 
     def init(key, in_shape):
         k_fwd, k_bwd = jax.random.split(key)
@@ -860,24 +912,8 @@ def Bidirectional(layer: Layer) -> Layer:
             {"forward": s_fwd, "backward": s_bwd},
         )
 
-    def split_input(x):
-        if not isinstance(x, dict):
-            return x, x if jnp.ndim(x) < 2 else _flip(x), None
-        fwd, bwd = {}, {}
-        for k, v in x.items():
-            if k in ("x", "mask"):
-                fwd[k], bwd[k] = v, (v if v is None or jnp.ndim(v) < 2 else _flip(v))
-            else:
-                if not (isinstance(v, tuple | list) and len(v) == 2):
-                    raise ValueError(
-                        f"{name}: the initial state '{k}' must be a pair (forward, backward), "
-                        f"got {type(v).__name__}"
-                    )
-                fwd[k], bwd[k] = v
-        return fwd, bwd, {k: None for k in x}
-
     def forward(params, state, x, *, key=None, train=False):
-        x_fwd, x_bwd, given = split_input(x)
+        x_fwd, x_bwd, given = _split_directions(name, x)
         k_fwd, k_bwd = (None, None) if key is None else tuple(jax.random.split(key))
         y_fwd, r_fwd, s_fwd = layer.forward(
             params["forward"], state["forward"], x_fwd, key=k_fwd, train=train
@@ -898,15 +934,6 @@ def Bidirectional(layer: Layer) -> Layer:
             dy_bwd = _flip(dy_bwd)
         dp_fwd, dx_fwd = layer.backward(params["forward"], r_fwd, dy_fwd)
         dp_bwd, dx_bwd = layer.backward(params["backward"], r_bwd, dy_bwd)
-        dparams = {"forward": dp_fwd, "backward": dp_bwd}
-        if given is None:
-            return dparams, dx_fwd + _flip(dx_bwd)
-        dx = {"x": dx_fwd["x"] + _flip(dx_bwd["x"])}
-        for k in given:
-            if k == "mask":
-                dx[k] = None
-            elif k != "x":
-                dx[k] = (dx_fwd[k], dx_bwd[k])
-        return dparams, dx
+        return {"forward": dp_fwd, "backward": dp_bwd}, _join_directions(given, dx_fwd, dx_bwd)
 
     return Layer(init, forward, backward, name)

@@ -4,9 +4,10 @@
 input, y[b, t] = x[b, t] + P[t]. Backward: dx = δ, and each used row gets the sum over the
 batch, ∂L/∂P[t] = Σ_b δ[b, t] (rows t ≥ T get 0).
 
-**FeedForward(hidden)** is the block's GELU MLP, y = gelu(a W₁ + b₁) W₂ + b₂, written as one
-layer so that it keeps z = a W₁ + b₁ and recomputes gelu(z) in the backward instead of storing
-both (serial(Dense, Gelu, Dense) would keep both: one (…, hidden) array more per block).
+**FeedForward(hidden_features)** is the block's GELU MLP, y = gelu(a W₁ + b₁) W₂ + b₂,
+written as one layer so that it keeps z = a W₁ + b₁ and recomputes gelu(z) in the backward
+instead of storing both (serial(Dense, Gelu, Dense) would keep both: one (…, hidden) array
+more per block).
 
 **TransformerBlock(heads)** is the pre-LayerNorm block of GPT-2, built from the library's
 layers with `serial` and `residual`:
@@ -46,6 +47,12 @@ from jaxbp.layers.norm import LayerNorm
 # ------------------------------------------------------------------ positional embedding
 
 
+def position_init(key, max_len: int, features: int, *, w_init=None):
+    """{'P': (max_len, features)}, N(0, 0.02²) unless `w_init` says otherwise."""
+    w_init = initializers.normal(0.02) if w_init is None else initializers.get(w_init)
+    return {"P": w_init(key, (max_len, features))}
+
+
 def position_forward(params, x):
     """y = x + P[:T] for x: (B, T, C); no residuals are needed."""
     T = x.shape[1]
@@ -68,19 +75,18 @@ def check_length(name: str, T: int, max_len: int, shape) -> None:
         )
 
 
-def PositionalEmbedding(max_len: int, w_init=None) -> Layer:
+def PositionalEmbedding(max_len: int, *, w_init=None) -> Layer:
     """Learned positions on (batch, time, dim): y = x + P[:time], P: (max_len, dim), N(0, 0.02²)
     unless `w_init` says otherwise. Inputs longer than `max_len` are a ValueError."""
     name = f"PositionalEmbedding({max_len})"
     max_len = positive_int(name, "max_len", max_len)
-    w_init = initializers.normal(0.02) if w_init is None else initializers.get(w_init)
 
     def init(key, in_shape):
         in_shape = as_shape(in_shape)
         if len(in_shape) != 2:
             raise ValueError(f"{name}: needs per-example input (time, dim), got {in_shape}")
         check_length(name, in_shape[0], max_len, in_shape)
-        return in_shape, {"P": w_init(key, (max_len, in_shape[1]))}, ()
+        return in_shape, position_init(key, max_len, in_shape[1], w_init=w_init), ()
 
     def forward(params, state, x, *, key=None, train=False):
         check_float_input(name, x)
@@ -105,10 +111,19 @@ class FeedForwardResiduals(NamedTuple):
     z: jax.Array  # (..., hidden) the pre-activation; gelu(z) is recomputed, not stored
 
 
+def feed_forward_init(key, in_features: int, hidden_features: int):
+    """{'in': {'W': (C, hidden), 'b'}, 'out': {'W': (hidden, C), 'b'}}, Xavier-uniform W, b = 0."""
+    k_in, k_out = jax.random.split(key)
+    return {
+        "in": dense.dense_init(k_in, in_features, hidden_features),
+        "out": dense.dense_init(k_out, hidden_features, in_features),
+    }
+
+
 def feed_forward_forward(params, a):
     """y = gelu(a W₁ + b₁) W₂ + b₂; keeps a and z = a W₁ + b₁ only."""
-    z, _ = dense.forward(params["in"], a)  # (..., hidden)
-    y, _ = dense.forward(params["out"], gelu(z))  # (..., C)
+    z, _ = dense.dense_forward(params["in"], a)  # (..., hidden)
+    y, _ = dense.dense_forward(params["out"], gelu(z))  # (..., C)
     return y, FeedForwardResiduals(a, z)
 
 
@@ -118,29 +133,25 @@ def feed_forward_backward(params, residuals, dy):
     dW₂ = gelu(z)ᵀ δ,  dg = δ W₂ᵀ,  dz = gelu′(z) ⊙ dg,  dW₁ = aᵀ dz,  da = dz W₁ᵀ
     """
     a, z = residuals
-    d_out, dg = dense.backward(params["out"], dense.DenseResiduals(gelu(z)), dy)
-    d_in, da = dense.backward(params["in"], dense.DenseResiduals(a), gelu_prime(z) * dg)
+    d_out, dg = dense.dense_backward(params["out"], dense.DenseResiduals(gelu(z)), dy)
+    d_in, da = dense.dense_backward(params["in"], dense.DenseResiduals(a), gelu_prime(z) * dg)
     return {"in": d_in, "out": d_out}, da
 
 
-def FeedForward(hidden: int) -> Layer:
+def FeedForward(hidden_features: int) -> Layer:
     """The transformer's MLP on the last axis: y = gelu(a W₁ + b₁) W₂ + b₂, params
-    {'in': {'W', 'b'}, 'out': {'W', 'b'}}. The same numbers as serial(Dense(hidden), Gelu(),
-    Dense(dim)), but it keeps z and not gelu(z) as well: one (…, hidden) array less per block.
+    {'in': {'W', 'b'}, 'out': {'W', 'b'}}. The same numbers as serial(Dense(hidden_features),
+    Gelu(), Dense(C)), but it keeps z and not gelu(z) as well: one (…, hidden) array less per
+    block.
     """
-    name = f"FeedForward({hidden})"
-    hidden = positive_int(name, "hidden", hidden)
+    name = f"FeedForward({hidden_features})"
+    hidden_features = positive_int(name, "hidden_features", hidden_features)
 
     def init(key, in_shape):
         in_shape = as_shape(in_shape)
         if len(in_shape) < 1:
             raise ValueError(f"{name}: needs per-example input of rank >= 1, got {in_shape}")
-        k_in, k_out = jax.random.split(key)
-        params = {
-            "in": dense.init(k_in, in_shape[-1], hidden),
-            "out": dense.init(k_out, hidden, in_shape[-1]),
-        }
-        return in_shape, params, ()
+        return in_shape, feed_forward_init(key, in_shape[-1], hidden_features), ()
 
     def forward(params, state, x, *, key=None, train=False):
         check_float_input(name, x)
@@ -162,13 +173,15 @@ def FeedForward(hidden: int) -> Layer:
 def _block_layers(dim, heads, mlp_ratio, causal, dropout, block_size):
     """serial(residual(LN, MHA, Dropout), residual(LN, FeedForward, Dropout))."""
     drop = (Dropout(dropout),) if dropout > 0 else ()
-    attention = serial(LayerNorm(), MultiHeadAttention(heads, causal, block_size), *drop)
+    mha = MultiHeadAttention(heads, causal=causal, block_size=block_size)
+    attention = serial(LayerNorm(), mha, *drop)
     mlp = serial(LayerNorm(), FeedForward(mlp_ratio * dim), *drop)
     return serial(residual(attention), residual(mlp))
 
 
 def TransformerBlock(
     heads: int,
+    *,
     mlp_ratio: int = 4,
     causal: bool = True,
     dropout: float = 0.0,

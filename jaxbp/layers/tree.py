@@ -95,18 +95,20 @@ class TreeLSTMResiduals(NamedTuple):
     keys: dict  # the input dict's keys, values None
 
 
-def init(key, in_dim: int, hidden: int, w_init="xavier_uniform", u_init="orthogonal"):
+def tree_lstm_init(
+    key, in_features: int, features: int, *, w_init="xavier_uniform", u_init="orthogonal"
+):
     """{'W': (F, 4H) for [i, o, u, f], 'U_iou': (H, 3H), 'U_f': (H, H), 'b': (4H,)}.
 
     The forget gate's bias starts at 1 (keep the children's cells by default)."""
     kw, ku, kf = jax.random.split(key, 3)
     u = initializers.get(u_init)
-    U_iou = jnp.concatenate([u(k, (hidden, hidden)) for k in jax.random.split(ku, 3)], axis=1)
-    b = jnp.concatenate([jnp.zeros(3 * hidden), jnp.ones(hidden)])
+    U_iou = jnp.concatenate([u(k, (features, features)) for k in jax.random.split(ku, 3)], axis=1)
+    b = jnp.concatenate([jnp.zeros(3 * features), jnp.ones(features)])
     return {
-        "W": initializers.get(w_init)(kw, (in_dim, 4 * hidden)),
+        "W": initializers.get(w_init)(kw, (in_features, 4 * features)),
         "U_iou": U_iou,
-        "U_f": u(kf, (hidden, hidden)),
+        "U_f": u(kf, (features, features)),
         "b": b,
     }
 
@@ -132,7 +134,7 @@ def _level_forward(params, carry, level):
     return (h, c), (h, LevelResiduals(mask, h_kids, c_kids, i, o, u, f, tanh_c))
 
 
-def forward(params, x, children, roots, all_nodes=False):
+def tree_lstm_forward(params, x, children, roots, *, all_nodes=False):
     """Roots' h, (B, H), or every node's h, (L, M, H), from level-grouped trees (L, M, F),
     (L, M, A), (B,)."""
     L, M, _ = x.shape
@@ -169,8 +171,9 @@ def _level_backward(params, carry, level):
     return (scatter(dh_kids), scatter(dc_kids)), (dz_iou, dz_f)
 
 
-def backward(params, residuals, dy, all_nodes=False):
-    """The chain rule of `forward`, level by level from the roots down, weights summed after."""
+def tree_lstm_backward(params, residuals, dy, *, all_nodes=False):
+    """The chain rule of `tree_lstm_forward`, level by level from the roots down, weights
+    summed after."""
     x, children, roots, levels, _ = residuals
     L, M, _ = x.shape
     H = dy.shape[-1]
@@ -231,28 +234,29 @@ def _concrete(a) -> bool:
 
 
 def TreeLSTM(
-    hidden: int, w_init="xavier_uniform", u_init="orthogonal", all_nodes: bool = False
+    features: int, *, w_init="xavier_uniform", u_init="orthogonal", all_nodes: bool = False
 ) -> Layer:
-    """Child-Sum Tree-LSTM: a batch of trees (dict, see module doc) -> roots' h, (B, hidden),
-    or with `all_nodes=True` every node's h, (levels, width, hidden).
+    """Child-Sum Tree-LSTM: a batch of trees (dict, see module doc) -> roots' h, (B, features),
+    or with `all_nodes=True` every node's h, (levels, width, features).
 
     `init(key, (F,))` takes the per-node input size F."""
-    name = f"TreeLSTM({hidden}{', all_nodes' if all_nodes else ''})"
-    hidden = positive_int(name, "hidden", hidden)
+    name = f"TreeLSTM({features}{', all_nodes' if all_nodes else ''})"
+    features = positive_int(name, "features", features)
 
     def init_layer(key, in_shape):
         in_shape = as_shape(in_shape)
         if len(in_shape) != 1:
             raise ValueError(f"{name}: per-node inputs must have shape (F,), got {in_shape}")
-        return (hidden,), init(key, in_shape[0], hidden, w_init, u_init), ()
+        params = tree_lstm_init(key, in_shape[0], features, w_init=w_init, u_init=u_init)
+        return (features,), params, ()
 
     def forward_layer(params, state, t, *, key=None, train=False):
         check_trees(name, t, params["W"].shape[0])
-        y, res = forward(params, t["x"], t["children"], t["roots"], all_nodes)
+        y, res = tree_lstm_forward(params, t["x"], t["children"], t["roots"], all_nodes=all_nodes)
         return y, res._replace(keys={k: None for k in t}), state
 
     def backward_layer(params, residuals, dy):
-        dparams, dx = backward(params, residuals, dy, all_nodes)
+        dparams, dx = tree_lstm_backward(params, residuals, dy, all_nodes=all_nodes)
         return dparams, {k: (dx if k == "x" else None) for k in residuals.keys}
 
     return Layer(init_layer, forward_layer, backward_layer, name)

@@ -1,9 +1,9 @@
 """Ready-made models and the model-level gradient."""
 
 from jaxbp.models import autoencoder, gan, gpt
-from jaxbp.models.autoencoder import VAE, Autoencoder, vae_loss
-from jaxbp.models.gpt import GPT, token_cross_entropy
-from jaxbp.models.grad import loss_and_grad, value_and_grad
+from jaxbp.models.autoencoder import VAE, Autoencoder
+from jaxbp.models.gpt import GPT
+from jaxbp.models.grad import loss_and_grad
 from jaxbp.models.mlp import MLP
 
 __all__ = [
@@ -15,7 +15,4 @@ __all__ = [
     "gan",
     "gpt",
     "loss_and_grad",
-    "token_cross_entropy",
-    "vae_loss",
-    "value_and_grad",
 ]

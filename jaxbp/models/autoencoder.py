@@ -15,16 +15,16 @@ backward is then the engine's: the two heads' input gradients are summed at h,
 
     ∂L/∂h = [δ_z, δ_z ⊙ ½ σ ⊙ ε]  +  [μ, ½ (σ² − 1)] / n,     δ_z = dec.backward(σ(ℓ) − x) / n
 
-and flows into the encoder. `jaxbp.value_and_grad(vae, vae_loss())` trains it; pass a fresh
-`key` every step (it draws ε).
+and flows into the encoder. `jaxbp.loss_and_grad(vae, jaxbp.losses.vae_loss())` trains it;
+pass a fresh `key` every step (it draws ε).
 
 Example:
     >>> import jax, jax.numpy as jnp, jaxbp
     >>> from jaxbp.models import autoencoder as ae
-    >>> vae = ae.VAE(jaxbp.MLP([16], 2 * 2), jaxbp.MLP([16], 6))     # 6 pixels, 2 latents
+    >>> vae = ae.VAE(jaxbp.MLP([16, 2 * 2]), jaxbp.MLP([16, 6]))     # 6 pixels, 2 latents
     >>> _, params, state = vae.init(jax.random.key(0), (6,))
     >>> x = jnp.full((4, 6), 0.5)
-    >>> step = jaxbp.value_and_grad(vae, ae.vae_loss())
+    >>> step = jaxbp.loss_and_grad(vae, jaxbp.losses.vae_loss())
     >>> neg_elbo, grads, _ = step(params, state, x, (x, None), jax.random.key(1))
     >>> enc_grads, dec_grads = ae.vae_parts(grads)
     >>> bool(neg_elbo > 0), jax.tree.structure(grads) == jax.tree.structure(params)
@@ -42,7 +42,6 @@ from jaxbp import losses
 from jaxbp.activations import Identity
 from jaxbp.layer import Layer, parallel, serial
 from jaxbp.layers.latent import GaussianSample, split
-from jaxbp.losses import Loss
 
 
 def Autoencoder(encoder: Layer, decoder: Layer) -> Layer:
@@ -54,7 +53,7 @@ def VAE(encoder: Layer, decoder: Layer) -> Layer:
     """The VAE as one layer: x → (decoder logits ℓ, h = [μ, log σ²]).
 
     `encoder` maps x to 2d features [μ, log σ²]; `decoder` maps d latents to the logits of the
-    Bernoulli p(x | z). Use with `vae_loss()` and the target (x, None). The params are
+    Bernoulli p(x | z). Use with `losses.vae_loss()` and the target (x, None). The params are
     `(enc, (((), dec), ()))`; `vae_parts(params)` returns (enc, dec).
     """
     sample_then_decode = serial(GaussianSample(), decoder)
@@ -63,11 +62,6 @@ def VAE(encoder: Layer, decoder: Layer) -> Layer:
         parallel(sample_then_decode, Identity()),
         name=f"VAE({encoder.name}, {decoder.name})",
     )
-
-
-def vae_loss() -> Loss:
-    """−ELBO per example: bernoulli_nll(ℓ, x) + gaussian_kl(h); target (x, None)."""
-    return losses.multi_task(losses.bernoulli_nll(), losses.gaussian_kl())
 
 
 def vae_parts(tree):
@@ -86,7 +80,7 @@ def _log_normal(x, mu, logvar):
     return jnp.sum(terms, axis=-1)
 
 
-def elbo(encoder: Layer, decoder: Layer, params, state, x, key):
+def elbo(encoder: Layer, decoder: Layer, params, state, x, *, key):
     """Per-example ELBO = log p(x | z) − KL(q(z | x) ‖ N(0, I)), one z each, analytic KL; (n,)."""
     (enc_p, dec_p), (enc_s, dec_s) = vae_parts(params), vae_parts(state)
     mu, logvar = _encode(encoder, enc_p, enc_s, x)
@@ -96,7 +90,7 @@ def elbo(encoder: Layer, decoder: Layer, params, state, x, key):
     return losses.bernoulli_log_prob(logits, x) - kl
 
 
-def iwae_bound(encoder: Layer, decoder: Layer, params, state, x, key, *, k: int, chunk=100):
+def iwae_bound(encoder: Layer, decoder: Layer, params, state, x, *, key, k: int, chunk=100):
     """Importance-weighted bound (Burda et al. 2016) per example, shape (n,):
 
         L_k(x) = log 1/k Σ_j p(x | z_j) p(z_j) / q(z_j | x),     z_j ~ q(z | x)

@@ -21,7 +21,7 @@ stateless networks (Dense, activations, dropout) — not for batch norm.
 Example:
     >>> import jax, jax.numpy as jnp, jaxbp
     >>> from jaxbp.models import gan
-    >>> G, D = jaxbp.MLP([16], 2), jaxbp.MLP([16], 1)
+    >>> G, D = jaxbp.MLP([16, 2]), jaxbp.MLP([16, 1])
     >>> _, g_params, _ = G.init(jax.random.key(0), (4,))
     >>> _, d_params, _ = D.init(jax.random.key(1), (2,))
     >>> z, x_real = jnp.ones((8, 4)), jnp.zeros((8, 2))

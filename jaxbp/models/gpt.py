@@ -14,15 +14,15 @@ E is used twice, so its gradient is the sum over its two uses (the multivariate 
           + Σ_{b,t: ids[b,t] = v} ∂L/∂h₀[b, t]       the lookup: scatter-add into row v
 
 and ∂L/∂z = δ_logits E flows back through LN, the blocks and the positions (∂L/∂P[t] =
-Σ_b ∂L/∂h₀[b, t]). `token_cross_entropy()` is the matching loss: the mean over all B·T
+Σ_b ∂L/∂h₀[b, t]). `jaxbp.losses.token_cross_entropy()` is the matching loss: the mean over all B·T
 positions of −log softmax(logits)[target].
 
 Example:
     >>> import jax, jax.numpy as jnp, jaxbp
-    >>> model = jaxbp.GPT(vocab_size=11, dim=8, layers=2, heads=2, max_len=6)
+    >>> model = jaxbp.GPT(vocab_size=11, features=8, depth=2, heads=2, max_len=6)
     >>> _, params, state = model.init(jax.random.key(0), (6,))
     >>> ids = jax.random.randint(jax.random.key(1), (3, 6), 0, 11)
-    >>> step = jaxbp.value_and_grad(model, jaxbp.models.token_cross_entropy())
+    >>> step = jaxbp.loss_and_grad(model, jaxbp.losses.token_cross_entropy())
     >>> loss, grads, _ = step(params, state, ids[:, :-1], ids[:, 1:])
     >>> grads["tok"]["W"].shape, bool(loss > 0)
     ((11, 8), True)
@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp import init as initializers
-from jaxbp import losses
 from jaxbp.layer import Layer, as_shape, positive_int, split_key
 from jaxbp.layers import embedding
 from jaxbp.layers.norm import layer_norm_backward, layer_norm_forward
@@ -46,7 +45,6 @@ from jaxbp.layers.transformer import (
     position_backward,
     position_forward,
 )
-from jaxbp.losses import Loss
 
 
 class GPTResiduals(NamedTuple):
@@ -56,25 +54,25 @@ class GPTResiduals(NamedTuple):
     z: jax.Array  # (B, T, C) the head's input LN(h_N)
 
 
-def gpt_init(key, blocks, vocab_size, dim, max_len, T):
+def gpt_init(key, blocks, vocab_size, features, max_len, T):
     k_tok, k_pos, *k_blocks = jax.random.split(key, 2 + len(blocks))
     block_params, block_state = [], []
     for block, k in zip(blocks, k_blocks):
-        _, p, s = block.init(k, (T, dim))
+        _, p, s = block.init(k, (T, features))
         block_params.append(p)
         block_state.append(s)
     params = {
-        "tok": {"W": initializers.normal(0.02)(k_tok, (vocab_size, dim))},
-        "pos": {"P": initializers.normal(0.02)(k_pos, (max_len, dim))},
+        "tok": {"W": initializers.normal(0.02)(k_tok, (vocab_size, features))},
+        "pos": {"P": initializers.normal(0.02)(k_pos, (max_len, features))},
         "blocks": tuple(block_params),
-        "ln_f": {"scale": jnp.ones((dim,)), "bias": jnp.zeros((dim,))},
+        "ln_f": {"scale": jnp.ones((features,)), "bias": jnp.zeros((features,))},
     }
     return params, tuple(block_state)
 
 
 def gpt_forward(blocks, params, state, ids, *, key=None, train=False):
     """logits (B, T, V), residuals, new state."""
-    e, r_tok = embedding.forward(params["tok"], ids)  # (B, T, C) = E[ids]
+    e, r_tok = embedding.embedding_forward(params["tok"], ids)  # (B, T, C) = E[ids]
     h, _ = position_forward(params["pos"], e)  # h₀ = E[ids] + P[:T]
     block_res, new_state = [], []
     for block, p, s, k in zip(blocks, params["blocks"], state, split_key(key, len(blocks))):
@@ -96,7 +94,7 @@ def gpt_backward(blocks, params, residuals, dlogits):
     for i in reversed(range(len(blocks))):
         d_blocks[i], dh = blocks[i].backward(params["blocks"][i], residuals.blocks[i], dh)
     d_pos, dh0 = position_backward(params["pos"], (), dh)  # ∂L/∂h₀ = ∂L/∂(E[ids])
-    d_lookup, _ = embedding.backward(params["tok"], residuals.tokens, dh0)  # scatter-add
+    d_lookup, _ = embedding.embedding_backward(params["tok"], residuals.tokens, dh0)  # scatter-add
     dE = d_lookup["W"] + dE_head  # the tied weight: the sum over its two uses
     dparams = {"tok": {"W": dE}, "pos": d_pos, "blocks": tuple(d_blocks), "ln_f": d_ln}
     return dparams, None
@@ -116,8 +114,9 @@ def _check_ids(name, ids, max_len):
 
 def GPT(
     vocab_size: int,
-    dim: int = 128,
-    layers: int = 4,
+    *,
+    features: int = 128,
+    depth: int = 4,
     heads: int = 4,
     max_len: int = 128,
     mlp_ratio: int = 4,
@@ -128,28 +127,27 @@ def GPT(
 
     Causal pre-LN `TransformerBlock`s, a final LayerNorm and a head tied to the token table
     (see the module docstring for the tied gradient). Params: {'tok': {'W'}, 'pos': {'P'},
-    'blocks': (one per layer), 'ln_f': {'scale', 'bias'}}. `block_size` selects the blocked
-    attention (no T×T array); `dropout` applies inside the blocks in train mode.
+    'blocks': (one per block, `depth` of them), 'ln_f': {'scale', 'bias'}}. `features` is the
+    model width C, `block_size` selects the blocked attention (no T×T array); `dropout`
+    applies inside the blocks in train mode.
     """
-    name = f"GPT(vocab={vocab_size}, dim={dim}, layers={layers}, heads={heads})"
+    name = f"GPT(vocab={vocab_size}, features={features}, depth={depth}, heads={heads})"
     vocab_size = positive_int(name, "vocab_size", vocab_size)
-    dim = positive_int(name, "dim", dim)
-    layers = positive_int(name, "layers", layers)
+    features = positive_int(name, "features", features)
+    depth = positive_int(name, "depth", depth)
     heads = positive_int(name, "heads", heads)
     max_len = positive_int(name, "max_len", max_len)
-    if dim % heads:
-        raise ValueError(f"{name}: dim = {dim} is not divisible by heads = {heads}")
-    blocks = tuple(
-        TransformerBlock(heads, mlp_ratio, causal=True, dropout=dropout, block_size=block_size)
-        for _ in range(layers)
-    )
+    if features % heads:
+        raise ValueError(f"{name}: features = {features} is not divisible by heads = {heads}")
+    opts = dict(mlp_ratio=mlp_ratio, causal=True, dropout=dropout, block_size=block_size)
+    blocks = tuple(TransformerBlock(heads, **opts) for _ in range(depth))
 
     def init(key, in_shape):
         in_shape = as_shape(in_shape)
         if len(in_shape) != 1:
             raise ValueError(f"{name}: needs per-example ids of shape (time,), got {in_shape}")
         check_length(name, in_shape[0], max_len, in_shape)
-        params, state = gpt_init(key, blocks, vocab_size, dim, max_len, in_shape[0])
+        params, state = gpt_init(key, blocks, vocab_size, features, max_len, in_shape[0])
         return (in_shape[0], vocab_size), params, state
 
     def forward(params, state, ids, *, key=None, train=False):
@@ -160,29 +158,3 @@ def GPT(
         return gpt_backward(blocks, params, residuals, dlogits)
 
     return Layer(init, forward, backward, name)
-
-
-# ------------------------------------------------------------------ the loss
-
-
-def token_cross_entropy() -> Loss:
-    """L = −1/(B·T) Σ_{b,t} log softmax(logits[b, t])[targets[b, t]] for logits (B, T, V) and
-    integer targets (B, T); ∂L/∂logits = (softmax(logits) − onehot(targets)) / (B·T).
-
-    It is `losses.softmax_cross_entropy` on the B·T positions as rows.
-    """
-    name = "token_cross_entropy"
-    rows = losses.softmax_cross_entropy()
-
-    def forward(logits, targets):
-        if jnp.ndim(logits) != 3 or tuple(jnp.shape(targets)) != tuple(jnp.shape(logits))[:2]:
-            raise ValueError(
-                f"{name}: expected logits (batch, time, vocab) and targets (batch, time), got "
-                f"{tuple(jnp.shape(logits))} and {tuple(jnp.shape(targets))}"
-            )
-        return rows.forward(logits, targets)
-
-    def backward(residuals, g=1.0):
-        return rows.backward(residuals, g)  # (B, T, V)
-
-    return Loss(forward, backward, name)

@@ -57,11 +57,11 @@ def test_op_matches_vjp_of_the_plain_formula(T, block, causal, masked):
             return plain_attention(args["q"], args["k"], args["v"], mask, causal)
 
         def manual_vjp(args, dout):
-            o, res = attention.forward(args["q"], args["k"], args["v"], **opts)
-            dq, dk, dv = attention.backward(res, dout, causal=causal, block_size=block)
+            o, res = attention.attention_forward(args["q"], args["k"], args["v"], **opts)
+            dq, dk, dv = attention.attention_backward(res, dout, causal=causal, block_size=block)
             return {"q": dq, "k": dk, "v": dv}
 
-        o, _ = jax.jit(lambda q, k, v: attention.forward(q, k, v, **opts))(q, k, v)
+        o, _ = jax.jit(lambda q, k, v: attention.attention_forward(q, k, v, **opts))(q, k, v)
         np.testing.assert_allclose(o, f({"q": q, "k": k, "v": v}), atol=1e-13)
         report = check.check_vjp(
             "attention", f, manual_vjp, {"q": q, "k": k, "v": v}, jit=True, finite_diff=False
@@ -76,8 +76,8 @@ def test_fully_masked_rows_are_zero_with_zero_gradient_and_no_nan(block):
     q, k, v = random_qkv(rng, (2, 1, 5, 3), jnp.float32)
     q = 1e3 * q  # large scores: a naive exp would overflow
     mask = jnp.array([[False] * 5, [False, True, True, True, True]])
-    o, res = attention.forward(q, k, v, key_mask=mask, causal=True, block_size=block)
-    dq, dk, dv = attention.backward(res, jnp.ones_like(o), causal=True, block_size=block)
+    o, res = attention.attention_forward(q, k, v, key_mask=mask, causal=True, block_size=block)
+    dq, dk, dv = attention.attention_backward(res, jnp.ones_like(o), causal=True, block_size=block)
     for a in (o, res.lse, dq, dk, dv):
         assert bool(jnp.isfinite(a).all())
     np.testing.assert_array_equal(o[0], 0.0)
@@ -94,8 +94,8 @@ def test_blocked_form_has_no_T_by_T_array():
     q, k, v = random_qkv(np.random.default_rng(1), (1, 2, T, 8), jnp.float32)
 
     def step(q, k, v):
-        o, res = attention.forward(q, k, v, causal=True, block_size=b)
-        return attention.backward(res, o, causal=True, block_size=b)
+        o, res = attention.attention_forward(q, k, v, causal=True, block_size=b)
+        return attention.attention_backward(res, o, causal=True, block_size=b)
 
     def shapes(jaxpr):
         """The shape of every value computed in `jaxpr`, inside scans and conds too."""
@@ -111,15 +111,15 @@ def test_blocked_form_has_no_T_by_T_array():
     blocked = list(shapes(jax.make_jaxpr(step)(q, k, v).jaxpr))
     assert max(s.count(T) for s in blocked) == 1
     assert any(s[-2:] == (b, b) for s in blocked)  # the b×b tiles are there
-    whole = jax.make_jaxpr(lambda q, k, v: attention.backward(attention.forward(q, k, v)[1], q))(
-        q, k, v
-    )
+    whole = jax.make_jaxpr(
+        lambda q, k, v: attention.attention_backward(attention.attention_forward(q, k, v)[1], q)
+    )(q, k, v)
     assert max(s.count(T) for s in shapes(whole.jaxpr)) == 2  # and the test can fail
 
 
 def test_residuals_keep_O_of_T_per_row():
     q, k, v = random_qkv(np.random.default_rng(2), (2, 3, 9, 4), jnp.float32)
-    _, res = attention.forward(q, k, v, causal=True)
+    _, res = attention.attention_forward(q, k, v, causal=True)
     assert [tuple(a.shape) for a in jax.tree.leaves(res)] == [(2, 3, 9, 4)] * 4 + [(2, 3, 9)]
 
 
@@ -135,9 +135,9 @@ def test_half_precision_error_within_twice_autodiffs(dtype, block):
     with jax.enable_x64(True):
         truth = jax.vjp(lambda *a: plain_attention(*a, mask, True), q64, k64, v64)[1](do64)
     q, k, v, do = (a.astype(dtype) for a in (q64, k64, v64, do64))
-    o, res = attention.forward(q, k, v, key_mask=mask, causal=True, block_size=block)
+    o, res = attention.attention_forward(q, k, v, key_mask=mask, causal=True, block_size=block)
     assert o.dtype == dtype and res.lse.dtype == jnp.float32
-    manual = attention.backward(res, do, causal=True, block_size=block)
+    manual = attention.attention_backward(res, do, causal=True, block_size=block)
     auto = jax.vjp(lambda *a: plain_attention(*a, mask, True), q, k, v)[1](do)
     ulp = float(jnp.finfo(dtype).eps)
     for m, a, t in zip(manual, auto, truth):
@@ -172,7 +172,10 @@ def test_mha_is_pytorch_layout_transposed():
 
 
 def test_blocked_mha_gives_the_same_numbers():
-    mha, blocked = jaxbp.MultiHeadAttention(2, causal=True), jaxbp.MultiHeadAttention(2, True, 3)
+    mha, blocked = (
+        jaxbp.MultiHeadAttention(2, causal=True),
+        jaxbp.MultiHeadAttention(2, causal=True, block_size=3),
+    )
     with jax.enable_x64(True):
         _, params, _ = mha.init(jax.random.key(0), (7, 4))
         x = jax.random.normal(jax.random.key(1), (2, 7, 4))

@@ -44,12 +44,14 @@ def test_stride_remainder_and_dilation(n, k, s, d, pad):
 
 
 def test_depthwise_and_grouped_ops():
-    params = conv.init(jax.random.key(0), in_channels=4, features=8, kernel_size=(3,), groups=4)
+    params = conv.conv_init(
+        jax.random.key(0), in_channels=4, features=8, kernel_size=(3,), groups=4
+    )
     x = jax.random.normal(jax.random.key(1), (2, 9, 4))
     hyper = dict(stride=2, padding="SAME", groups=4)
     report = check.check_ops(
-        lambda p, x: conv.forward(p, x, **hyper),
-        lambda p, r, dy: conv.backward(p, r, dy, **hyper),
+        lambda p, x: conv.conv_forward(p, x, **hyper),
+        lambda p, r, dy: conv.conv_backward(p, r, dy, **hyper),
         params,
         x,
         name="depthwise conv op",
@@ -72,10 +74,10 @@ GEOMETRIES = [  # (spatial, kernel, stride, dilation, padding, groups)
 def test_both_backward_formulations_equal_vjp(grads, spatial, kernel, stride, dilation, padding,
                                               groups):  # fmt: skip
     """By taps (CPU, large convolutions) and by convolutions (elsewhere): each against jax.vjp."""
-    params = conv.init(jax.random.key(0), 4, 6, kernel, groups=groups)
+    params = conv.conv_init(jax.random.key(0), 4, 6, kernel, groups=groups)
     x = jax.random.normal(jax.random.key(1), (3, *spatial, 4))
     hyper = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    y, vjp = jax.vjp(lambda W, x: conv.forward({"W": W}, x, **hyper)[0], params["W"], x)
+    y, vjp = jax.vjp(lambda W, x: conv.conv_forward({"W": W}, x, **hyper)[0], params["W"], x)
     dy = jax.random.normal(jax.random.key(2), y.shape)
     ref_W, ref_x = vjp(dy)
     nd = len(spatial)

@@ -71,7 +71,7 @@ def test_batch_graphs_and_readout_match_per_graph_means():
     batch = graph.batch_graphs(graphs, np.float64)
     assert batch["sizes"].tolist() == [1, 4, 2]
     assert batch["graph"].tolist() == [0, 1, 1, 1, 1, 2, 2]
-    net = jaxbp.serial(jaxbp.GCN(2), jaxbp.GraphReadout("mean"))
+    net = jaxbp.serial(jaxbp.GCN(2), jaxbp.GraphReadout(mode="mean"))
     _, params, state = net.init(jax.random.key(0), (3,))
     pooled = net.forward(params, state, batch)[0]
     for i, (x, e) in enumerate(graphs):
@@ -82,11 +82,11 @@ def test_batch_graphs_and_readout_match_per_graph_means():
 
 
 def test_readout_needs_graph_index():
-    layer = jaxbp.GraphReadout("sum")
+    layer = jaxbp.GraphReadout(mode="sum")
     with pytest.raises(TypeError, match="batch_graphs"):
         layer.forward((), (), _graph())
     with pytest.raises(ValueError, match="mode"):
-        jaxbp.GraphReadout("max")
+        jaxbp.GraphReadout(mode="max")
 
 
 def test_half_precision_accumulates_in_float32():

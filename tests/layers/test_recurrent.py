@@ -117,7 +117,7 @@ def test_padding_carries_the_state_and_gets_no_gradient(make):
 
 
 def test_bidirectional_with_padding_reads_each_sequence_backwards():
-    layer = jaxbp.Bidirectional(jaxbp.GRU(H, return_sequences=False))
+    layer = jaxbp.bidirectional(jaxbp.GRU(H, return_sequences=False))
     _, p, s = layer.init(jax.random.key(4), (T, F))
     x = _x(4)
     mask = jnp.array([[1, 1, 0, 0], [1, 1, 1, 1]], bool)
@@ -134,11 +134,11 @@ def test_bidirectional_with_padding_reads_each_sequence_backwards():
     "layer",
     [
         jaxbp.RNN(3),
-        jaxbp.RNN(3, "relu", return_sequences=False),
+        jaxbp.RNN(3, activation=jaxbp.Relu, return_sequences=False),
         jaxbp.LSTM(3, return_sequences=False),
         jaxbp.GRU(3),
-        jaxbp.Bidirectional(jaxbp.LSTM(2)),
-        jaxbp.Bidirectional(jaxbp.RNN(2, return_sequences=False)),
+        jaxbp.bidirectional(jaxbp.LSTM(2)),
+        jaxbp.bidirectional(jaxbp.RNN(2, return_sequences=False)),
     ],
     ids=lambda layer: layer.name,
 )
@@ -148,7 +148,7 @@ def test_single_step_sequences(layer):
 
 
 def test_initial_state_gradient_of_a_bidirectional_lstm():
-    layer = jaxbp.Bidirectional(jaxbp.LSTM(3, return_sequences=False))
+    layer = jaxbp.bidirectional(jaxbp.LSTM(3, return_sequences=False))
     rng = np.random.default_rng(0)
     pair = lambda: (rng.normal(size=(2, 3)), rng.normal(size=(2, 3)))
     x = {"x": rng.normal(size=(2, 3, 2)), "h0": pair(), "c0": pair()}
@@ -157,7 +157,7 @@ def test_initial_state_gradient_of_a_bidirectional_lstm():
 
 
 def test_relu_rnn_has_finite_gradients_through_dead_units():
-    layer = jaxbp.RNN(4, "relu")
+    layer = jaxbp.RNN(4, activation=jaxbp.Relu)
     _, p, s = layer.init(jax.random.key(0), (6, 2))
     y, res, _ = layer.forward(p, s, -10 * jnp.ones((2, 6, 2)))
     dp, dx = layer.backward(p, res, jnp.ones_like(y))
@@ -193,20 +193,20 @@ def test_bad_input_errors(make):
 
 
 def test_bad_hyperparameters():
-    with pytest.raises(ValueError, match="hidden"):
+    with pytest.raises(ValueError, match="features"):
         jaxbp.LSTM(0)
     with pytest.raises(ValueError, match="activation"):
-        jaxbp.RNN(4, activation="sigmoid")
+        jaxbp.RNN(4, activation=jaxbp.Sigmoid)
     with pytest.raises(TypeError, match="return_sequences"):
         jaxbp.GRU(4, return_sequences="yes")
     with pytest.raises(TypeError, match="forget_bias"):
         jaxbp.LSTM(4, forget_bias="1")
-    with pytest.raises(TypeError, match="Bidirectional: expected a Layer"):
-        jaxbp.Bidirectional(jaxbp.LSTM)
+    with pytest.raises(TypeError, match="bidirectional: expected a Layer"):
+        jaxbp.bidirectional(jaxbp.LSTM)
 
 
 def test_bidirectional_initial_state_must_be_a_pair():
-    layer = jaxbp.Bidirectional(jaxbp.GRU(H))
+    layer = jaxbp.bidirectional(jaxbp.GRU(H))
     _, p, s = layer.init(jax.random.key(0), (T, F))
     with pytest.raises(ValueError, match=r"'h0' must be a pair \(forward, backward\)"):
         layer.forward(p, s, {"x": jnp.ones((B, T, F)), "h0": jnp.ones((B, H))})

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 import jaxbp
+from jaxbp import losses
 from jaxbp.models import autoencoder as ae
 
 
 def _vae(latent=3, hidden=16, d=10):
-    enc = jaxbp.MLP([hidden], 2 * latent, activation=jaxbp.Tanh)
-    dec = jaxbp.MLP([hidden], d, activation=jaxbp.Softplus)
+    enc = jaxbp.MLP([hidden, 2 * latent], activation=jaxbp.Tanh)
+    dec = jaxbp.MLP([hidden, d], activation=jaxbp.Softplus)
     return enc, dec, ae.VAE(enc, dec)
 
 
@@ -20,8 +21,8 @@ def test_vae_gradient_equals_jax_grad_of_the_same_computation_with_the_same_eps(
     _, params, state = vae.init(jax.random.key(0), (10,))
     x = jnp.asarray(np.random.default_rng(0).random((7, 10)))
     key = jax.random.key(3)  # the same key → the same ε in both computations
-    loss = ae.vae_loss()
-    value, grads, _ = jaxbp.value_and_grad(vae, loss)(params, state, x, (x, None), key)
+    loss = losses.vae_loss()
+    value, grads, _ = jaxbp.loss_and_grad(vae, loss)(params, state, x, (x, None), key)
 
     def neg_elbo(p):  # the same computation, written without the layers' backward
         enc_p, dec_p = ae.vae_parts(p)
@@ -53,10 +54,10 @@ def test_iwae_bound_grows_with_k_and_is_above_the_elbo():
         enc, dec, vae = build(4, 64)
         params, state, _ = train(vae, d["x_train"], seed=0, epochs=3, batch=64, lr=2e-3)
         x = jnp.asarray(d["x_test"])
-        elbo = float(ae.elbo(enc, dec, params, state, x, jax.random.key(5)).mean())
+        elbo = float(ae.elbo(enc, dec, params, state, x, key=jax.random.key(5)).mean())
         iwae = jax.jit(ae.iwae_bound, static_argnums=(0, 1), static_argnames="k")
         bound = {
-            k: float(iwae(enc, dec, params, state, x, jax.random.key(k), k=k).mean())
+            k: float(iwae(enc, dec, params, state, x, key=jax.random.key(k), k=k).mean())
             for k in (1, 10, 100)
         }
     assert bound[1] <= bound[10] <= bound[100], bound
@@ -68,4 +69,4 @@ def test_iwae_chunk_must_divide_k():
     enc, dec, vae = _vae()
     _, params, state = vae.init(jax.random.key(0), (10,))
     with pytest.raises(ValueError, match="multiple of chunk"):
-        ae.iwae_bound(enc, dec, params, state, jnp.ones((2, 10)), jax.random.key(0), k=150)
+        ae.iwae_bound(enc, dec, params, state, jnp.ones((2, 10)), key=jax.random.key(0), k=150)
