@@ -69,7 +69,7 @@ from jaxbp.layers import (
     TreeLSTM,
 )
 from jaxbp.losses import Loss
-from jaxbp.models import GPT, MLP, value_and_grad
+from jaxbp.models import GPT, MLP, generate, value_and_grad
 from jaxbp.precision import dynamic_loss_scale
 from jaxbp.recompute import checkpointed, remat
 from jaxbp.train import fit, make_train_step
@@ -141,6 +141,7 @@ __all__ = [
     "distributed",
     "dynamic_loss_scale",
     "fit",
+    "generate",
     "indices",
     "init",
     "layers",
