@@ -158,11 +158,14 @@ def _sample(logits, key, temperature, top_k):
 @functools.partial(
     jax.jit, static_argnames=("steps", "heads", "block_size", "temperature", "top_k")
 )
-def _decode(params, prompt_ids, keys, *, steps, heads, block_size, temperature, top_k):
-    """The prompt followed by `steps` tokens: prefill, then a scan of steps − 1 cached steps."""
+def _decode(params, prompt_ids, key, *, steps, heads, block_size, temperature, top_k):
+    """The prompt followed by `steps` tokens: prefill, then a scan of steps − 1 cached steps;
+    token i is drawn with the i-th key split from `key` (None: greedy)."""
     T0 = prompt_ids.shape[1]
+    keys = None if key is None else jax.random.split(key, steps)  # (steps,)
+    first_key, step_keys = (None, None) if key is None else (keys[0], keys[1:])
     logits, caches = _prefill(params, prompt_ids, T0 + steps, heads=heads, block_size=block_size)
-    first = _sample(logits, keys[0], temperature, top_k).astype(prompt_ids.dtype)  # (B,)
+    first = _sample(logits, first_key, temperature, top_k).astype(prompt_ids.dtype)  # (B,)
 
     def step(carry, inputs):
         caches, token = carry  # the token at position t, not yet in the caches
@@ -172,7 +175,7 @@ def _decode(params, prompt_ids, keys, *, steps, heads, block_size, temperature, 
         return (caches, token), token
 
     positions = T0 + jnp.arange(steps - 1)
-    _, rest = lax.scan(step, (caches, first), (positions, keys[1:]))  # (steps − 1, B)
+    _, rest = lax.scan(step, (caches, first), (positions, step_keys))  # (steps − 1, B)
     return jnp.concatenate([prompt_ids, first[:, None], rest.T], axis=1)
 
 
@@ -245,11 +248,10 @@ def generate(model, params, prompt_ids, steps, *, key, temperature=1.0, top_k=No
     config = _gpt_config(model)
     steps = _check_inputs(model, config, params, prompt_ids, steps)
     temperature, top_k = _check_sampling(model.name, config, key, temperature, top_k)
-    keys = jax.random.split(jax.random.key(0) if key is None else key, steps)  # unused: greedy
     return _decode(
         params,
         prompt_ids,
-        keys,
+        None if temperature == 0 else key,  # greedy needs no key
         steps=steps,
         heads=config["heads"],
         block_size=config.get("block_size"),
