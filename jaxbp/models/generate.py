@@ -143,9 +143,9 @@ def _step(params, token, t, caches, *, heads):
 
 
 def _sample(logits, key, temperature, top_k):
-    """The next token (B,): argmax when temperature = 0, else a draw from
+    """The next token (B,): the argmax when key is None (greedy), else a draw from
     softmax(logits / temperature) over the top_k largest logits (all when None)."""
-    if temperature == 0:
+    if key is None:
         return jnp.argmax(logits, axis=-1)
     logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32)) / temperature
     if top_k is None:
@@ -155,12 +155,10 @@ def _sample(logits, key, temperature, top_k):
     return jnp.take_along_axis(indices, pick[:, None], axis=-1)[:, 0]
 
 
-@functools.partial(
-    jax.jit, static_argnames=("steps", "heads", "block_size", "temperature", "top_k")
-)
-def _decode(params, prompt_ids, key, *, steps, heads, block_size, temperature, top_k):
+@functools.partial(jax.jit, static_argnames=("steps", "heads", "block_size", "top_k"))
+def _decode(params, prompt_ids, key, temperature, *, steps, heads, block_size, top_k):
     """The prompt followed by `steps` tokens: prefill, then a scan of steps − 1 cached steps;
-    token i is drawn with the i-th key split from `key` (None: greedy)."""
+    token i is drawn with the i-th key split from `key` (None: greedy, no temperature)."""
     T0 = prompt_ids.shape[1]
     keys = None if key is None else jax.random.split(key, steps)  # (steps,)
     first_key, step_keys = (None, None) if key is None else (keys[0], keys[1:])
@@ -252,9 +250,9 @@ def generate(model, params, prompt_ids, steps, *, key, temperature=1.0, top_k=No
         params,
         prompt_ids,
         None if temperature == 0 else key,  # greedy needs no key
+        temperature,  # traced: a new temperature is no new compile
         steps=steps,
         heads=config["heads"],
         block_size=config.get("block_size"),
-        temperature=temperature,
         top_k=top_k,
     )
