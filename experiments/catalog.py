@@ -22,6 +22,7 @@ EXPERIMENTS = [
     "experiments.mixed_precision",
     "experiments.memory",
     "experiments.bench_attention",
+    "experiments.bench_generate",
     "experiments.char_lm",
     "experiments.graphs",
     "experiments.tree_arithmetic",

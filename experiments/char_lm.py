@@ -9,7 +9,9 @@ both trained with their hand-written backward: a GPT (full size: 4 layers, 4 hea
 context 128, ~0.8 M parameters) and an LSTM char-LM (Embedding → LSTM → Dense, hidden width
 chosen to match the GPT's count), both with dropout 0.1 at full size (0 at `--quick`).
 Reports validation loss in nats and bits per character, a unigram baseline, loss curves,
-generated samples (temperature, top-k) and tokens per second.
+generated samples (temperature 0.8, top-k 10) and tokens per second. The GPT's samples come
+from `jaxbp.generate` (key/value-cache decoding), one per prompt in a batch of prompts, each up
+to the context length; the LSTM's from a loop over its forward, as long as the GPT's.
 
 It also runs the agreement check: a small GPT in float64 trained for 200 steps twice from the
 same init and batches, once with `jaxbp.loss_and_grad` and once with `jax.value_and_grad`;
@@ -159,6 +161,22 @@ def sample(model, params, state, prompt, n, ctx, *, temperature, top_k, key):
     return np.asarray(buf[: len(prompt) + n])
 
 
+PROMPTS = ("The ", "def ", "In a", "For ")  # one batch: prompts of one length
+
+
+def samples_of(name, model, ts, vocab, n, ctx, *, key):
+    """Texts of a prompt and n characters at temperature 0.8, top-k 10: the GPT's from
+    `jaxbp.generate`, one per prompt of PROMPTS (a batch); the LSTM's from `sample`, one."""
+    if name == "GPT":
+        prompts = jnp.array([[vocab.index(c) for c in p] for p in PROMPTS], jnp.int32)
+        ids = jaxbp.generate(model, ts.params, prompts, n, key=key, temperature=0.8, top_k=10)
+    else:
+        prompt = np.array([vocab.index(c) for c in PROMPTS[0]], np.int32)
+        ids = [sample(model, ts.params, ts.model_state, prompt, n, ctx, temperature=0.8,
+                      top_k=10, key=key)]  # fmt: skip
+    return ["".join(vocab[i] for i in row) for row in np.asarray(ids)]
+
+
 def agreement_run(steps=200, seed=0, adam=True):
     """Float64: the loss curves of manual and jax.value_and_grad training from one init, with
     SGD + momentum (the headline) and with Adam (whose per-element normalization lifts
@@ -238,7 +256,8 @@ def main(argv=None):
         p.add_argument(f"--{k.replace('_', '-')}", type=type(FULL[k]), default=None)
     p.add_argument("--dropout", type=float, default=None, help="both models (full: 0.1)")
     p.add_argument("--agreement-steps", type=int, default=200)
-    p.add_argument("--samples", type=int, default=300, help="characters to generate")
+    p.add_argument("--samples", type=int, default=300,
+                   help="characters to generate (at most the context length − 4)")  # fmt: skip
     args = p.parse_args(argv)
     out, cfg = common.out_dir(args), _config(args)
     text, vocab, ids = load_text()
@@ -249,16 +268,16 @@ def main(argv=None):
     models, hidden = build_models(len(vocab), cfg, args.dropout)
     eval_batches = 4 if args.quick else 16
     runs, samples = {}, {}
-    prompt = np.array([vocab.index(c) for c in "The "], np.int32)
+    n_sample = min(args.samples, cfg["ctx"] - len(PROMPTS[0]))  # generate stops at max_len
     for name, model in models.items():
         ts, runs[name] = train_model(name, model, train_ids, val, cfg, args, eval_batches)
         runs[name]["params"] = sum(int(a.size) for a in jax.tree.leaves(ts.params))
         runs[name]["val_nats"] = runs[name]["val_curve"][-1][1]
         runs[name]["val_bits"] = runs[name]["val_nats"] / math.log(2)
-        out_ids = sample(model, ts.params, ts.model_state, prompt, args.samples, cfg["ctx"],
-                         temperature=0.8, top_k=10, key=jax.random.key(args.seed))  # fmt: skip
-        samples[name] = "".join(vocab[i] for i in out_ids)
-        print(f"--- {name} sample:\n{samples[name]}\n---", flush=True)
+        texts = samples_of(name, model, ts, vocab, n_sample, cfg["ctx"],
+                           key=jax.random.key(args.seed))  # fmt: skip
+        runs[name]["samples"], samples[name] = texts, texts[0]
+        print(f"--- {name} samples:\n" + "\n---\n".join(texts) + "\n---", flush=True)
     agreement = None
     if args.agreement_steps:  # the Adam comparison only at full size (it is informational)
         agreement = agreement_run(args.agreement_steps, args.seed, adam=not args.quick)

@@ -71,7 +71,7 @@ from jaxbp.layers import (
     node_map,
 )
 from jaxbp.losses import Loss
-from jaxbp.models import GPT, MLP, VAE, Autoencoder, loss_and_grad
+from jaxbp.models import GPT, MLP, VAE, Autoencoder, generate, loss_and_grad
 from jaxbp.precision import dynamic_loss_scale
 from jaxbp.recompute import remat, remat_sequence
 from jaxbp.train import (
@@ -151,6 +151,7 @@ __all__ = [
     "TrainState",
     "dynamic_loss_scale",
     "fit",
+    "generate",
     "init_train_state",
     "loss_and_grad",
     "make_train_step",

@@ -36,12 +36,14 @@ Shape = tuple[int, ...]
 
 
 class Layer(NamedTuple):
-    """Three pure functions (`init`, `forward`, `backward`) and a name used in error messages."""
+    """Three pure functions (`init`, `forward`, `backward`), a name used in error messages and
+    `config`, the constructor's hyperparameters as (name, value) pairs (hashable): dict(config)."""
 
     init: Callable[..., tuple[Shape, Any, Any]]
     forward: Callable[..., tuple[Any, Any, Any]]
     backward: Callable[..., tuple[Any, Any]]
     name: str = "Layer"
+    config: Any = None
 
 
 # ---------------------------------------------------------------- helpers for layer authors

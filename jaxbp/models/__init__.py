@@ -2,6 +2,7 @@
 
 from jaxbp.models import autoencoder, gan, gpt
 from jaxbp.models.autoencoder import VAE, Autoencoder
+from jaxbp.models.generate import generate
 from jaxbp.models.gpt import GPT
 from jaxbp.models.grad import loss_and_grad
 from jaxbp.models.mlp import MLP
@@ -13,6 +14,7 @@ __all__ = [
     "Autoencoder",
     "autoencoder",
     "gan",
+    "generate",
     "gpt",
     "loss_and_grad",
 ]

@@ -157,4 +157,7 @@ def GPT(
     def backward(params, residuals, dlogits):
         return gpt_backward(blocks, params, residuals, dlogits)
 
-    return Layer(init, forward, backward, name)
+    config = (("vocab_size", vocab_size), ("features", features), ("depth", depth),
+              ("heads", heads), ("max_len", max_len), ("mlp_ratio", mlp_ratio),
+              ("dropout", dropout), ("block_size", block_size))  # fmt: skip
+    return Layer(init, forward, backward, name, config=config)
