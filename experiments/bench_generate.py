@@ -120,7 +120,7 @@ def main(argv=None):
     out, cfg = common.out_dir(args), dict(QUICK if args.quick else FULL)
     for k in ("T", "new", "repeat"):
         cfg[k] = getattr(args, k) or cfg[k]
-    model = jaxbp.GPT(cfg["vocab"], dim=cfg["features"], layers=cfg["depth"],
+    model = jaxbp.GPT(cfg["vocab"], features=cfg["features"], depth=cfg["depth"],
                       heads=cfg["heads"], max_len=max(cfg["T"]))  # fmt: skip
     _, params, state = model.init(jax.random.key(args.seed), (max(cfg["T"]),))
     params = jax.tree.map(lambda a: a.astype(jnp.float32), params)

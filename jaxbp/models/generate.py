@@ -24,7 +24,7 @@ argmax, no randomness (key may then be None).
 
 Example:
     >>> import jax, jax.numpy as jnp, jaxbp
-    >>> model = jaxbp.GPT(vocab_size=11, dim=8, layers=2, heads=2, max_len=10)
+    >>> model = jaxbp.GPT(vocab_size=11, features=8, depth=2, heads=2, max_len=10)
     >>> _, params, _ = model.init(jax.random.key(0), (10,))
     >>> prompt = jnp.array([[1, 2, 3], [4, 5, 6]])  # (batch, T₀): prompts of one length
     >>> ids = jaxbp.generate(model, params, prompt, 5, key=jax.random.key(1), top_k=3)
@@ -81,12 +81,12 @@ def cached_attention(q, k_cache, v_cache, t):
 def cached_mha(params, a, cache, t, *, heads):
     """Self-attention of the one position t, a: (B, 1, C), against the cache: write its k, v
     at t, attend over keys ≤ t; returns (y (B, 1, C), the updated cache)."""
-    qkv, _ = dense.forward({"W": params["W_qkv"], "b": params["b_qkv"]}, a)  # (B, 1, 3C)
+    qkv, _ = dense.dense_forward({"W": params["W_qkv"], "b": params["b_qkv"]}, a)  # (B, 1, 3C)
     q, k, v = (_split_heads(x, heads) for x in jnp.split(qkv, 3, axis=-1))  # (B, H, 1, d)
     K = lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), t, axis=2)
     V = lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), t, axis=2)
     o = cached_attention(q, K, V, t)  # (B, H, 1, d)
-    y, _ = dense.forward({"W": params["W_o"], "b": params["b_o"]}, _merge_heads(o))
+    y, _ = dense.dense_forward({"W": params["W_o"], "b": params["b_o"]}, _merge_heads(o))
     return y, KVCache(K, V)
 
 
@@ -115,7 +115,7 @@ def _head(params, h):
 def _prefill(params, ids, length, *, heads, block_size):
     """Logits (B, V) of the position after the prompt ids (B, T₀), and one KVCache per block
     padded with zeros to `length` positions."""
-    e, _ = embedding.forward(params["tok"], ids)  # (B, T₀, C)
+    e, _ = embedding.embedding_forward(params["tok"], ids)  # (B, T₀, C)
     h, _ = position_forward(params["pos"], e)  # E[ids] + P[:T₀]
     pad = ((0, 0), (0, 0), (0, length - ids.shape[1]), (0, 0))
 
@@ -132,7 +132,7 @@ def _prefill(params, ids, length, *, heads, block_size):
 
 def _step(params, token, t, caches, *, heads):
     """Logits (B, V) after the token (B,) at position t, and the caches with t written."""
-    e, _ = embedding.forward(params["tok"], token[:, None])  # (B, 1, C)
+    e, _ = embedding.embedding_forward(params["tok"], token[:, None])  # (B, 1, C)
     h, _ = position_forward({"P": lax.dynamic_slice_in_dim(params["pos"]["P"], t, 1)}, e)
     new_caches = []
     for p, cache in zip(params["blocks"], caches):

@@ -19,7 +19,7 @@ STEPS = MAX_LEN - T0  # every generated sequence fills the context: one compiled
 @functools.cache
 def setup(dtype):
     """The model, its params in `dtype`, a (3, T0) prompt and the jitted full forward."""
-    model = jaxbp.GPT(V, dim=16, layers=2, heads=2, max_len=MAX_LEN)
+    model = jaxbp.GPT(V, features=16, depth=2, heads=2, max_len=MAX_LEN)
     _, params, state = model.init(jax.random.key(0), (MAX_LEN,))
     params = jax.tree.map(lambda p: p.astype(dtype), params)
     prompt = jnp.asarray(np.random.default_rng(1).integers(0, V, (3, T0)))
@@ -56,7 +56,7 @@ def test_cached_greedy_under_jit_equals_the_uncached_loop(dtype):
 
 def test_blocked_attention_prefill_gives_the_same_tokens():
     model, params, prompt, _ = setup(jnp.float32)
-    blocked = jaxbp.GPT(V, dim=16, layers=2, heads=2, max_len=MAX_LEN, block_size=2)
+    blocked = jaxbp.GPT(V, features=16, depth=2, heads=2, max_len=MAX_LEN, block_size=2)
     np.testing.assert_array_equal(greedy(blocked)(params, prompt), greedy(model)(params, prompt))
 
 
