@@ -3,6 +3,7 @@ benchmarks and `backprop_cost --quick`, all on the default device, into one JSON
 
     python -m experiments.accelerator            # on the accelerator (results/accelerator.json)
     python -m experiments.accelerator --tiny     # seconds, on any machine (the test suite's)
+    python -m experiments.accelerator --parts check      # one part: check, bench, backprop_cost
     make accelerator
 
 **No GPU or TPU run has been committed yet: the GPU figures are pending.** The command runs
@@ -66,8 +67,9 @@ def registry_cases(tiny: bool):
 
 
 def check_case(case, dtype, *, seed=0):
-    """One registry case under jit in `dtype`, as `python -m jaxbp.cases` runs its f32/bf16
-    columns (no finite differences under jit); the one call to adapt if the registry moves."""
+    """One registry case under jit in `dtype`, as the check table's f32/bf16 columns run it
+    (`python -m jaxbp.check`, moving to `python -m jaxbp.cases`; no finite differences under
+    jit): the one call to adapt if the registry's interface moves."""
     return case.run(
         np.random.default_rng(seed), batch=3, dtype=dtype, jit=True, finite_diff=False,
         raise_on_fail=False,
@@ -114,39 +116,47 @@ def run_backprop_cost(out, tiny: bool) -> dict:
             "json": str(out / "backprop_cost.json"), "manual_over_autodiff": rows}  # fmt: skip
 
 
+PARTS = ("check", "bench", "backprop_cost")
+
+
 def main(argv=None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="a few cases, tiny sizes: seconds")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                   help="only these parts (split a long run; give each its own --out)")  # fmt: skip
     p.add_argument("--matmul-precision", default="highest", help="for the float32 check table")
     args = p.parse_args(argv)
     out = common.out_dir(args)
     t0 = time.perf_counter()
     device = device_info()
     print(f"device: {device['backend']} {device['device_kind']} ({device['count']})", flush=True)
-    cases = registry_cases(args.tiny)
-    table = {}
-    for name in DTYPES:
-        table[name] = check_table(cases, name, matmul_precision=args.matmul_precision)
-        print(f"check table, {name}: {table[name]['passed']} passed, "
-              f"{table[name]['failed']} failed", flush=True)  # fmt: skip
-        for row in table[name]["rows"]:
-            if not row["ok"]:
-                print(f"  FAIL {row['case']}: {row.get('error') or row['problems']}")
-    size = "tiny" if args.tiny else "full"  # bench's full attention sweep and GPT step
-    workloads = bench.run(["attention", "gpt"], size)
-    sub = out / "accelerator_backprop_cost"
-    sub.mkdir(parents=True, exist_ok=True)
-    result = {
-        "device": device,
-        "check_table": table,
-        "bench": {"size": size, "workloads": workloads, "ratios": bench.flat_ratios(workloads)},
-        "backprop_cost": run_backprop_cost(sub, args.tiny),
-        "machine": common.machine(),
-        "seconds": time.perf_counter() - t0,
-    }
+    result = {"device": device, "parts": args.parts}
+    if "check" in args.parts:
+        result["check_table"] = check_tables(registry_cases(args.tiny), args.matmul_precision)
+    if "bench" in args.parts:
+        size = "tiny" if args.tiny else "full"  # bench's full attention sweep and GPT step
+        workloads = bench.run(["attention", "gpt"], size)
+        result["bench"] = {"size": size, "workloads": workloads,
+                           "ratios": bench.flat_ratios(workloads)}  # fmt: skip
+    if "backprop_cost" in args.parts:
+        sub = out / "accelerator_backprop_cost"
+        sub.mkdir(parents=True, exist_ok=True)
+        result["backprop_cost"] = run_backprop_cost(sub, args.tiny)
+    result.update(machine=common.machine(), seconds=time.perf_counter() - t0)
     result["report"] = _report(result, args)
     common.save_json(out / "accelerator.json", result)
     return result
+
+
+def check_tables(cases, matmul_precision) -> dict:
+    tables = {}
+    for name in DTYPES:
+        tables[name] = t = check_table(cases, name, matmul_precision=matmul_precision)
+        print(f"check table, {name}: {t['passed']} passed, {t['failed']} failed", flush=True)
+        for row in t["rows"]:
+            if not row["ok"]:
+                print(f"  FAIL {row['case']}: {row.get('error') or row['problems']}")
+    return tables
 
 
 def _report(result, args):
@@ -154,17 +164,17 @@ def _report(result, args):
     lines = [
         common.headline(f"check table, {name}: cases passed", t["passed"],
                         f"all {len(t['rows'])}", ok=t["failed"] == 0)
-        for name, t in result["check_table"].items()
+        for name, t in result.get("check_table", {}).items()
     ]  # fmt: skip
     lines += [
         common.headline(key, value, "≤ 1.0", ok=value <= 1.0)
-        for key, value in result["bench"]["ratios"].items()
+        for key, value in result.get("bench", {}).get("ratios", {}).items()
     ]
     where = f"{device['backend']} ({device['device_kind']})"
     notes = f"ran on {where}" + ("" if device["accelerator"] else ": no accelerator, so partial")
     if args.tiny:
         notes += "; tiny size (the test suite's): three check cases, tiny benchmarks"
-    complete = device["accelerator"] and not args.tiny
+    complete = device["accelerator"] and not args.tiny and len(args.parts) == len(PARTS)
     return common.report(
         "On the accelerator: check table (float32, bfloat16), attention, GPT step, backprop cost",
         "python -m experiments.accelerator",
