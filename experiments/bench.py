@@ -355,7 +355,7 @@ def plot(result, path):
     ratios = result["ratios"]
     before = (result["baseline"] or {}).get("ratios", {})
     keys = list(ratios)
-    fig, ax = common.new_figure(figsize=(10, 0.28 * len(keys) + 1.5))
+    fig, ax = common.new_figure(figsize=(12, 0.28 * len(keys) + 1.5))
     ypos = np.arange(len(keys))
     ax.barh(ypos, [ratios[k] for k in keys], color="tab:blue", label="now")
     old = [(i, before[k]) for i, k in enumerate(keys) if k in before]

@@ -1,12 +1,26 @@
 """`make bench` at the tiny size: every workload runs once, the JSON has its keys, and the
 comparison with a baseline flags every ratio that moved by more than 10 %."""
 
+import doctest
 import json
 import math
 
-from experiments import bench
+from experiments import bench, timing
 
 DENSE_TIME = "dense 12-16-16-10, batch 8: time manual / autodiff"  # the tiny dense row
+
+
+def test_timer_interleaves_and_takes_ratios_per_round():
+    calls = []
+    methods = {name: (lambda name=name: calls.append(name)) for name in "ab"}
+    times = timing.interleaved_times(methods, rounds=4, repeat=3, pause=0)
+    assert calls.count("a") == calls.count("b") == 2 + 4 * 3  # compile + warm-up, then rounds
+    assert len(times.per_round["a"]) == 4
+    made_up = timing.Times({}, {"a": [1.0, 2.0, 10.0], "b": [1.0, 1.0, 2.0]})
+    assert timing.ratio(made_up, "a", "b") == 2.0  # the median of 1, 2, 5
+    assert timing.min_ratio(made_up, "a", "b") == 1.0
+    assert timing.ratio(made_up, "a", "missing") is None
+    assert doctest.testmod(timing).failed == 0
 
 
 def test_compare_flags_only_moves_over_ten_percent():
