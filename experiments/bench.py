@@ -13,9 +13,10 @@ manual backward is faster):
 * attention — causal attention, the library's default form, value + (dQ, dK, dV) of ⟨G, O⟩,
   vs autodiff of the plain formula softmax(QKᵀ/√d + mask) V, at several T;
 * gpt — one value + grad of a GPT's token cross-entropy;
-* recompute — a residual tanh MLP: `checkpointed(..., schedule=sqrt_n())` against the best
-  `jax.checkpoint` placement of `experiments.memory` (smallest memory), as SGD steps that
-  donate their parameters;
+* recompute — a residual tanh MLP: `checkpointed(..., schedule=sqrt_n())` and `revolve(8)`
+  against the `jax.checkpoint` placement of `experiments.memory` with the smallest memory (of
+  those on the same parameter pytree: its `lax.scan` form, on stacked weights, is left out), as
+  SGD steps that donate their parameters;
 * train — `fit` against a bare Python loop over the jitted train step (same model, steps,
   batch size): the cost of the loop, not of the gradient.
 
@@ -210,15 +211,15 @@ def gpt(cfg):
 
 def donated(fn, params, x, options=None) -> Method:
     """`experiments.memory`'s SGD step around `fn(params, x) -> (loss, grads)`, compiled with
-    the params donated (so the gradients are temporaries), fed its own new params each call.
-    `grads` is filled in by `with_grads` (one more compilation) for the methods compared."""
+    the params donated (so the gradients are temporaries), fed its own new params each call."""
     binary = memory.compiled(fn, params, x, options)
     call = timing.carried(lambda p, x: binary(p, x)[::-1], params, x)
-    return Method(call, compiled_bytes(binary), fn)
+    return Method(call, compiled_bytes(binary), None)
 
 
-def with_grads(method: Method, params, x) -> Method:
-    return method._replace(grads=jax.jit(method.grads)(params, x)[1])
+def with_grads(method: Method, fn, params, x) -> Method:
+    """`method` with the gradient of `fn` (one more compilation), for the same-numbers check."""
+    return method._replace(grads=jax.jit(fn)(params, x)[1])
 
 
 def recompute_rows(cfg):
@@ -229,17 +230,17 @@ def recompute_rows(cfg):
         blocks = [memory.block(width) for _ in range(n)]
         params, state = init(jaxbp.serial(*blocks), (width,))
         x = _normal((batch, width))
-        placements = {}
-        steps = memory.autodiff_steps(blocks, state, n, width)
-        for name, (fn, options, transform) in steps.items():
+        placements = {}  # name -> (value-and-grad fn, its donated SGD step)
+        autodiff = memory.autodiff_steps(blocks, state, n, width)
+        for name, (fn, options, transform) in autodiff.items():
             if name.startswith("jax.checkpoint") and transform is None:  # same params pytree
-                placements[name] = donated(fn, params, x, options)
-        best = min(placements, key=lambda name: placements[name].bytes)
-        methods = {"best jax.checkpoint": with_grads(placements[best], params, x)}
+                placements[name] = (fn, donated(fn, params, x, options))
+        best = min(placements, key=lambda name: placements[name][1].bytes)
+        fn, method = placements[best]
+        methods = {"best jax.checkpoint": with_grads(method, fn, params, x)}
         for name, schedule in (("√n", recompute.sqrt_n()), ("revolve(8)", recompute.revolve(8))):
-            model = jaxbp.checkpointed(*blocks, schedule=schedule)
-            step = donated(memory.manual_step(model, state), params, x)
-            methods[name] = with_grads(step, params, x)
+            step = memory.manual_step(jaxbp.checkpointed(*blocks, schedule=schedule), state)
+            methods[name] = with_grads(donated(step, params, x), step, params, x)
         label = f"recompute residual tanh MLP, depth {n}, width {width}, batch {batch}"
         row = measure(label, methods, "best jax.checkpoint", cfg)
         rows.append({**row, "best_jax_checkpoint": best})
