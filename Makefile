@@ -29,6 +29,17 @@ demo: $(STAMP)
 check: $(STAMP)
 	$(PY) -m jaxbp.check
 
+# Every ratio benchmark, manual backward vs autodiff interleaved in one process: results/bench.json,
+# bench.png, bench.md; lists each ratio that moved > 10 % against docs/bench_results/bench.json.
+.PHONY: bench accelerator
+bench: $(STAMP)
+	$(PY) -m experiments.bench
+
+# On a GPU/TPU machine: check table (float32, bfloat16), attention, GPT step, backprop_cost
+# --quick, into results/accelerator.json naming the device (docs/accelerator.md).
+accelerator: $(STAMP)
+	$(PY) -m experiments.accelerator
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 

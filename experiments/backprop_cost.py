@@ -54,11 +54,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxbp
-from experiments import bench_cnn, bench_rnn, common, mnist1d
+from experiments import bench_cnn, bench_rnn, common, mnist1d, timing
 from experiments import references as refs
 from experiments.references import LR
-
-PAUSE = 0.02  # seconds of rest before each timed measurement (see interleaved_times)
 
 
 class Problem(NamedTuple):
@@ -407,7 +405,7 @@ def sgd_methods(prob: Problem, ks: list[int]):
                 # K different minibatches (shifted copies: the data values do not matter)
                 data = (jnp.stack([jnp.roll(x, i, 0) for i in range(K)]),
                         jnp.stack([jnp.roll(y, i, 0) for i in range(K)]))  # fmt: skip
-            out[f"{kind}_sgd_K{K}"] = (_carried(call, params, data), K)
+            out[f"{kind}_sgd_K{K}"] = (timing.carried(call, params, data), K)
     references = {}
     add_reference_methods(references, "numpy_sgd", prob.numpy_sgd, "torch_sgd", prob.torch_sgd)
     out.update({name: (fn, 1) for name, fn in references.items()})
@@ -470,70 +468,13 @@ def _autodiff_loss_and_grad(model, loss):
     return step
 
 
-def _carried(call, params, data):
-    """A zero-argument function that runs `call` on the current params and keeps the result."""
-    holder = [jax.tree.map(jnp.copy, params)]
-
-    def run():
-        holder[0], value = call(holder[0], data)
-        return value
-
-    return run
-
-
-def _block(value):
-    """Wait for JAX results (asynchronous dispatch); NumPy and PyTorch results are ready."""
-    if any(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(value)):
-        jax.block_until_ready(value)
-    return value
-
-
-def interleaved_times(methods: dict, rounds: int, min_time: float, seed: int = 0):
-    """Median seconds per call of each method; all methods timed in every round, in a shuffled
-    order, each for at least `min_time` seconds. Returns (medians, per-round times).
-
-    A short pause separates two measurements: BLAS and OpenMP worker threads spin for a while
-    after a call, and would otherwise slow down whichever method comes next."""
-    names = list(methods)
-    reps = {}
-    for name in names:  # compile and warm up, then size the repetitions
-        _block(methods[name]())
-        t0 = time.perf_counter()
-        _block(methods[name]())
-        reps[name] = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-6)))
-    per_round = {name: [] for name in names}
-    rng = np.random.default_rng(seed)
-    for _ in range(rounds):
-        for i in rng.permutation(len(names)):
-            name, fn = names[i], methods[names[i]]
-            time.sleep(PAUSE)
-            t0 = time.perf_counter()
-            for _ in range(reps[name]):
-                _block(fn())
-            per_round[name].append((time.perf_counter() - t0) / reps[name])
-    return {name: float(np.median(ts)) for name, ts in per_round.items()}, per_round
-
-
-def _ratio(per_round, a, b):
-    """Median over rounds of t_a / t_b (None when either is missing)."""
-    if a not in per_round or b not in per_round:
-        return None
-    return float(np.median(np.asarray(per_round[a]) / np.asarray(per_round[b])))
-
-
-def _min_ratio(per_round, a, b):
-    """min t_a / min t_b: the ratio of the least disturbed times (None when one is missing)."""
-    if a not in per_round or b not in per_round:
-        return None
-    return float(np.min(per_round[a]) / np.min(per_round[b]))
-
-
 def measure(workload: Workload, rounds: int, min_time: float, ks: list[int]) -> dict:
     prob = workload.build()
     methods, compiled = jax_methods(prob)
     add_reference_methods(methods, "numpy", prob.numpy_step, "torch", prob.torch_step)
     errors = reference_errors(prob)
-    times, per_round = interleaved_times(methods, rounds, min_time)
+    timed = timing.interleaved_times(methods, rounds=rounds, min_time=min_time)
+    times, per_round = timed
     best_thread_setting(times, per_round, ("numpy", "torch"))
     row = {
         "reference_max_rel_error": errors,
@@ -545,15 +486,15 @@ def measure(workload: Workload, rounds: int, min_time: float, ks: list[int]) -> 
         "step_gflop": prob.step_flops / 1e9,
         "seconds": times,
         "seconds_min": {name: float(np.min(ts)) for name, ts in per_round.items()},
-        "manual_over_autodiff_of_mins": _min_ratio(per_round, "manual", "autodiff"),
-        "step_over_forward_of_mins": _min_ratio(per_round, "manual", "forward"),
-        "numpy_over_manual_of_mins": _min_ratio(per_round, "numpy_best", "manual"),
-        "torch_over_manual_of_mins": _min_ratio(per_round, "torch_best", "manual"),
-        "manual_over_autodiff": _ratio(per_round, "manual", "autodiff"),
-        "step_over_forward": _ratio(per_round, "manual", "forward"),
-        "autodiff_over_forward": _ratio(per_round, "autodiff", "forward"),
-        "numpy_over_manual": _ratio(per_round, "numpy_best", "manual"),
-        "torch_over_manual": _ratio(per_round, "torch_best", "manual"),
+        "manual_over_autodiff_of_mins": timing.min_ratio(timed, "manual", "autodiff"),
+        "step_over_forward_of_mins": timing.min_ratio(timed, "manual", "forward"),
+        "numpy_over_manual_of_mins": timing.min_ratio(timed, "numpy_best", "manual"),
+        "torch_over_manual_of_mins": timing.min_ratio(timed, "torch_best", "manual"),
+        "manual_over_autodiff": timing.ratio(timed, "manual", "autodiff"),
+        "step_over_forward": timing.ratio(timed, "manual", "forward"),
+        "autodiff_over_forward": timing.ratio(timed, "autodiff", "forward"),
+        "numpy_over_manual": timing.ratio(timed, "numpy_best", "manual"),
+        "torch_over_manual": timing.ratio(timed, "torch_best", "manual"),
         "compiled": compiled,
         "step_gflops": prob.step_flops / times["manual"] / 1e9,
     }
@@ -571,7 +512,8 @@ def measure(workload: Workload, rounds: int, min_time: float, ks: list[int]) -> 
     if workload.train:
         sgd = sgd_methods(prob, ks)
         per_call = {name: fn for name, (fn, _) in sgd.items()}
-        sgd_times, sgd_rounds = interleaved_times(per_call, rounds, min_time)
+        sgd_timed = timing.interleaved_times(per_call, rounds=rounds, min_time=min_time)
+        sgd_times, sgd_rounds = sgd_timed
         best_thread_setting(sgd_times, sgd_rounds, ("numpy_sgd", "torch_sgd"))
         sgd.update({name: (None, 1) for name in sgd_times if name.endswith("_best")})
         per_step = {name: sgd_times[name] / sgd[name][1] for name in sgd}
@@ -585,7 +527,7 @@ def measure(workload: Workload, rounds: int, min_time: float, ks: list[int]) -> 
                 row[f"{other}_over_best_manual"] = float(np.median(ratio))
         for K in ks:
             m, a = f"manual_sgd_K{K}", f"autodiff_sgd_K{K}"
-            row[f"sgd_manual_over_autodiff_K{K}"] = _ratio(sgd_rounds, m, a)
+            row[f"sgd_manual_over_autodiff_K{K}"] = timing.ratio(sgd_timed, m, a)
     return row
 
 

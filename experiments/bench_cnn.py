@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxbp
-from experiments import common
+from experiments import common, timing
 from experiments.mnist1d import cnn as mnist1d_cnn
 from jaxbp import losses
 
@@ -92,15 +92,17 @@ def bench(build, in_shape, batch, rounds, repeat, seed=0):
         float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30))
         for a, b in zip(jax.tree.leaves(gm), jax.tree.leaves(ga), strict=True)
     )
-    t_manual, t_auto = [], []
-    for _ in range(rounds):  # interleaved, so load changes on a shared machine hit both
-        t_manual.append(common.median_time(manual, x, y, repeat=repeat))
-        t_auto.append(common.median_time(auto, x, y, repeat=repeat))
-    m, a = float(np.median(t_manual)), float(np.median(t_auto))
+    # interleaved rounds, so load changes on a shared machine hit both
+    times = timing.interleaved_times(
+        {"manual": lambda: manual(x, y), "autodiff": lambda: auto(x, y)},
+        rounds=rounds,
+        repeat=repeat,
+    )
+    m, a = times.medians["manual"], times.medians["autodiff"]
     return {
         "manual_ms": 1e3 * m,
         "autodiff_ms": 1e3 * a,
-        "ratio": m / a,
+        "ratio": timing.ratio(times, "manual", "autodiff"),
         "loss_diff": abs(float(lm) - float(la)),
         "grad_rel_diff": rel,
     }

@@ -14,14 +14,12 @@ Targets from the issue: time ≤ 0.85× and memory ≤ 0.75× of autodiff.
 
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jaxbp
-from experiments import common
+from experiments import common, timing
+from experiments.timing import interleaved_medians  # noqa: F401  (bench_attention imports it here)
 from jaxbp import losses
 
 CELLS = {"RNN": lambda h: jaxbp.RNN(h), "LSTM": jaxbp.LSTM, "GRU": jaxbp.GRU}
@@ -52,20 +50,6 @@ def temp_bytes(fn, *args) -> int:
     return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
 
 
-def interleaved_medians(fns, args, repeat):
-    """Median wall time of each fn, calling them in turn so that load hits all alike."""
-    for fn in fns:
-        for _ in range(2):
-            jax.block_until_ready(fn(*args))
-    times = [[] for _ in fns]
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[i].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
-
-
 def bench(cell, T, batch, hidden, features, repeat, seed=0):
     model, loss = build(cell, hidden), losses.mse()
     _, params, state = model.init(jax.random.key(seed), (T, features))
@@ -80,9 +64,13 @@ def bench(cell, T, batch, hidden, features, repeat, seed=0):
         for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True)
     )
     mem_manual, mem_auto = temp_bytes(manual, params, x, y), temp_bytes(autodiff, params, x, y)
-    t_manual, t_auto = interleaved_medians(
-        [jax.jit(manual), jax.jit(autodiff)], (params, x, y), repeat
+    manual, autodiff = jax.jit(manual), jax.jit(autodiff)
+    times = timing.interleaved_times(
+        {"manual": lambda: manual(params, x, y), "autodiff": lambda: autodiff(params, x, y)},
+        rounds=repeat,
+        pause=0.0,
     )
+    t_manual, t_auto = times.medians["manual"], times.medians["autodiff"]
     return {
         "cell": cell,
         "T": T,
@@ -92,7 +80,7 @@ def bench(cell, T, batch, hidden, features, repeat, seed=0):
         "grad_rel_err": err,
         "time_manual_ms": 1e3 * t_manual,
         "time_autodiff_ms": 1e3 * t_auto,
-        "time_ratio": t_manual / t_auto,
+        "time_ratio": timing.ratio(times, "manual", "autodiff"),
         "temp_manual_MiB": mem_manual / 2**20,
         "temp_autodiff_MiB": mem_auto / 2**20,
         "memory_ratio": mem_manual / mem_auto,
