@@ -68,7 +68,7 @@ def registry_cases(tiny: bool):
 
 def check_case(case, dtype, *, seed=0):
     """One registry case under jit in `dtype`, as the check table's f32/bf16 columns run it
-    (`python -m jaxbp.check`, moving to `python -m jaxbp.cases`; no finite differences under
+    (`python -m jaxbp.cases`, moving to `python -m jaxbp.cases`; no finite differences under
     jit): the one call to adapt if the registry's interface moves."""
     return case.run(
         np.random.default_rng(seed), batch=3, dtype=dtype, jit=True, finite_diff=False,

@@ -13,7 +13,7 @@ manual backward is faster):
 * attention — causal attention, the library's default form, value + (dQ, dK, dV) of ⟨G, O⟩,
   vs autodiff of the plain formula softmax(QKᵀ/√d + mask) V, at several T;
 * gpt — one value + grad of a GPT's token cross-entropy;
-* recompute — a residual tanh MLP: `checkpointed(..., schedule=sqrt_n())` and `revolve(8)`
+* recompute — a residual tanh MLP: `remat_sequence(..., schedule=sqrt_n())` and `revolve(8)`
   against the `jax.checkpoint` placement of `experiments.memory` with the smallest memory (of
   those on the same parameter pytree: its `lax.scan` form, on stacked weights, is left out), as
   SGD steps that donate their parameters;
@@ -183,8 +183,8 @@ def attention_rows(cfg):
     batch, heads, head_dim, Ts = cfg["attention"]
 
     def manual(q, k, v, G):  # the library's default form (block_size not given)
-        o, res = attention.forward(q, k, v, causal=True)
-        return jnp.vdot(G, o), attention.backward(res, G, causal=True)
+        o, res = attention.attention_forward(q, k, v, causal=True)
+        return jnp.vdot(G, o), attention.attention_backward(res, G, causal=True)
 
     autodiff = jax.value_and_grad(
         lambda q, k, v, G: jnp.vdot(G, bench_attention.plain_attention(q, k, v)),
@@ -202,10 +202,10 @@ def attention_rows(cfg):
 def gpt(cfg):
     batch, T, features, depth, heads = cfg["gpt"]
     vocab = 96
-    model = jaxbp.GPT(vocab, dim=features, layers=depth, heads=heads, max_len=T)
+    model = jaxbp.GPT(vocab, features=features, depth=depth, heads=heads, max_len=T)
     ids = np.random.default_rng(1).integers(0, vocab, (batch, T + 1))
     label = f"gpt step, vocab {vocab}, width {features}, depth {depth}, T {T}, batch {batch}"
-    loss = jaxbp.models.token_cross_entropy()
+    loss = jaxbp.losses.token_cross_entropy()
     return [model_row(label, model, loss, (T,), ids[:, :-1], ids[:, 1:], cfg)]
 
 
@@ -239,7 +239,7 @@ def recompute_rows(cfg):
         fn, method = placements[best]
         methods = {"best jax.checkpoint": with_grads(method, fn, params, x)}
         for name, schedule in (("√n", recompute.sqrt_n()), ("revolve(8)", recompute.revolve(8))):
-            step = memory.manual_step(jaxbp.checkpointed(*blocks, schedule=schedule), state)
+            step = memory.manual_step(jaxbp.remat_sequence(*blocks, schedule=schedule), state)
             methods[name] = with_grads(donated(step, params, x), step, params, x)
         label = f"recompute residual tanh MLP, depth {n}, width {width}, batch {batch}"
         row = measure(label, methods, "best jax.checkpoint", cfg)
