@@ -123,8 +123,9 @@ def main(argv=None):
         vae, decoder, params, state, enc2, params2, state2, d, args.latent, out, args.seed
     )
     result = {
-        "setup": f"digits in [0, 1] (1437 train / 360 test), Bernoulli decoder on the grey "
-        f"pixels; encoder 64 → {args.hidden} → 2×{args.latent}, decoder {args.latent} → "
+        "setup": f"digits in [0, 1] ({len(d['x_train'])} train / {len(d['x_test'])} test), "
+        f"Bernoulli decoder on the grey pixels; encoder 64 → {args.hidden} → 2×{args.latent}, "
+        f"decoder {args.latent} → "
         f"{args.hidden} → 64 (ELU); Adam {args.lr:g}, batch {args.batch}, {epochs} epochs, "
         "float32",
         "test_bounds_nats_per_image": b,
