@@ -147,33 +147,27 @@ def report(args, epochs, ks, b, diffs, names):
     within = {name: d["mean"] >= -3 * d["se"] for name, d in diffs.items()}
     monotone = all(ok for name, ok in within.items() if "elbo" not in name)
     above = all(ok for name, ok in within.items() if "elbo" in name)
-    headline = [
-        {
-            "metric": "test ELBO (nats/image)",
-            "value": b["elbo"]["mean"],
-            "reference": None,
-            "ok": None,
-        }
-    ]
+    headline = [common.headline("test ELBO (nats/image)", b["elbo"]["mean"])]
     for k, v in zip(ks, values):
         headline.append(
-            {
-                "metric": f"test IWAE bound k = {k} (nats/image)",
-                "value": v,
-                "reference": "non-decreasing in k, ≥ ELBO",
-                "ok": bool(monotone and above),
-            }
+            common.headline(
+                f"test IWAE bound k = {k} (nats/image)",
+                v,
+                "non-decreasing in k, ≥ ELBO",
+                monotone and above,
+            )
         )
-    return {
-        "title": "Variational autoencoder on the digits",
-        "command": "python -m experiments.vae",
-        "headline": headline,
-        "figures": names,
-        "status": "ok" if monotone and above and not args.quick else "partial",
-        "notes": f"{args.latent} latents, {epochs} epochs"
+    return common.report(
+        "Variational autoencoder on the digits",
+        "python -m experiments.vae",
+        headline,
+        names,
+        status="ok" if monotone and above and not args.quick else "partial",
+        notes=f"{args.latent} latents, {epochs} epochs"
         + (" (quick size, not the full run)" if args.quick else "")
         + "; a Bernoulli likelihood of grey pixels, so the nats are not a density of the data.",
-    }
+        size=common.run_size(args),
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def test_page_python_blocks_run(page):
 def test_page_numbers_match_their_json(page):
     text = page.read_text()
     rendered = render_docs.render(text, ROOT, str(page.relative_to(ROOT)))
-    assert rendered == text, f"{page.name} differs from its JSON: run python -m experiments.render_docs"
+    assert rendered == text, f"{page.name} differs from its JSON: python -m experiments.render_docs"
 
 
 def test_a_changed_json_makes_the_page_stale(tmp_path):
