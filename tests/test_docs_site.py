@@ -31,5 +31,9 @@ def test_site_builds_strict_offline_with_math(tmp_path):
     assert "<math" in api and "arithmatex" not in api  # LaTeX became MathML at build time
     dense = (site / "api" / "layers.html").read_text()
     assert "dense" in dense and "<math" in dense  # a docstring's equations, rendered
+    assert "jaxbp.layers.dense.backward" in dense or "dense_backward" in dense  # ops listed
+    recurrent = (site / "recurrent.html").read_text()  # a table rendered from bench_rnn.json
+    assert "<!-- table" not in recurrent and "{time_ratio" not in recurrent
+    assert "<td>LSTM</td>" in recurrent
     assert (site / "figures" / "optimizers_lr_sweep.png").is_file()
     assert 'src="figures/optimizers_lr_sweep.png"' in (site / "training.html").read_text()
