@@ -26,8 +26,9 @@ given:
     <!-- /table -->
 
 Without a template (`<!-- table: path.json -->`) the table is the JSON's "table" key (or the
-JSON itself): a list of objects (their keys are the columns) or {"columns": [...], "rows":
-[[...], ...]}; numbers print with 4 significant digits. A missing value (null) prints as "–".
+JSON itself): a list of objects (their keys are the columns), an object of objects (one row
+per key) or {"columns": [...], "rows": [[...], ...]}; numbers print with 4 significant digits.
+A missing value (null) prints as "–".
 
 `tests/test_docs.py` renders every page in memory and fails when one differs from its file:
 change a JSON, and the page must be re-rendered (and re-read) before the tests pass.
@@ -118,8 +119,15 @@ def plain_table(data, where: str) -> str:
     elif isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
         columns = list(data[0])
         rows = [[r.get(c) for c in columns] for r in data]
+    elif isinstance(data, dict) and data and all(isinstance(r, dict) for r in data.values()):
+        fields = list(next(iter(data.values())))  # {name: {field: value}}: one row per name
+        columns = ["", *fields]
+        rows = [[name, *(r.get(c) for c in fields)] for name, r in data.items()]
     else:
-        raise RenderError(f"{where}: a plain table needs a list of objects or columns + rows")
+        raise RenderError(
+            f"{where}: a plain table needs a list of objects, an object of objects, or "
+            "columns + rows"
+        )
     lines = ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

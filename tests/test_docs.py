@@ -75,6 +75,12 @@ def test_plain_table_marker(tmp_path):
     )
 
 
+def test_plain_table_of_named_rows(tmp_path):
+    (tmp_path / "t.json").write_text(json.dumps({"sign flip": {"caught": True, "floor": 1e-12}}))
+    page = "<!-- table: t.json -->\n<!-- /table -->"
+    assert "| sign flip | True | 1e-12 |" in render_docs.render(page, tmp_path)
+
+
 def test_a_marker_naming_a_missing_key_fails(tmp_path):
     (tmp_path / "r.json").write_text("{}")
     with pytest.raises(render_docs.RenderError, match="cannot fill"):
