@@ -141,6 +141,7 @@ def test_every_experiment_in_run_all_writes_the_report_key():
 
 def test_every_listed_experiment_has_a_docs_page_and_the_page_links_it(tmp_path):
     for name in run_all.EXPERIMENTS:
+        assert name in report.DOCS, f"{name}: add its docs page to experiments.report.DOCS"
         assert (report.ROOT / "docs" / f"{report.DOCS[name]}.md").is_file(), name
     (tmp_path / "mnist1d.json").write_text(json.dumps({"report": common.report("m", "c", [])}))
     page = report.build(tmp_path, ["experiments.mnist1d"])
