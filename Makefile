@@ -40,6 +40,13 @@ bench: $(STAMP)
 accelerator: $(STAMP)
 	$(PY) -m experiments.accelerator
 
+# The documentation site, offline and strict (a warning fails it): numbers re-rendered from the
+# experiments' JSON first, then site/ (open site/index.html; no server, no network).
+.PHONY: docs
+docs: $(STAMP)
+	$(PY) -m experiments.render_docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 

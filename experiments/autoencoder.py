@@ -148,34 +148,25 @@ def report(args, epochs, table, fig_name):
     nonlin, lin = table["nonlinear"]["test_mse"], table["linear"]["test_mse"]
     den, pca_noisy = table["denoising"]["test_mse"], table["PCA on noisy inputs"]["test_mse"]
     ok = nonlin < pca
-    return {
-        "title": "Autoencoders on the digits vs PCA (code size 8)",
-        "command": "python -m experiments.autoencoder",
-        "headline": [
-            {"metric": "PCA-8 test MSE", "value": pca, "reference": None, "ok": None},
-            {
-                "metric": "linear AE test MSE",
-                "value": lin,
-                "reference": f"≥ PCA {pca:.5f}",
-                "ok": None,
-            },
-            {
-                "metric": "MLP AE test MSE",
-                "value": nonlin,
-                "reference": f"< PCA {pca:.5f}",
-                "ok": bool(ok),
-            },
-            {
-                "metric": f"denoising AE test MSE (noise σ {args.noise})",
-                "value": den,
-                "reference": f"PCA on the noisy inputs {pca_noisy:.5f}",
-                "ok": bool(den < pca_noisy),
-            },
+    return common.report(
+        "Autoencoders on the digits vs PCA (code size 8)",
+        "python -m experiments.autoencoder",
+        [
+            common.headline("PCA-8 test MSE", pca),
+            common.headline("linear AE test MSE", lin, f"≥ PCA {pca:.5f}"),
+            common.headline("MLP AE test MSE", nonlin, f"< PCA {pca:.5f}", ok),
+            common.headline(
+                f"denoising AE test MSE (noise σ {args.noise})",
+                den,
+                f"PCA on the noisy inputs {pca_noisy:.5f}",
+                den < pca_noisy,
+            ),
         ],
-        "figures": [fig_name],
-        "status": "ok" if ok else "failed",
-        "notes": f"{epochs} epochs" + (" (quick size, not the full run)" if args.quick else ""),
-    }
+        [fig_name],
+        status="ok" if ok else "failed",
+        notes=f"{epochs} epochs" + (" (quick size, not the full run)" if args.quick else ""),
+        size=common.run_size(args),
+    )
 
 
 if __name__ == "__main__":

@@ -177,9 +177,9 @@ def summarize(rows, gpt, block):
     gpt.update(time_ratio=gpt_time, memory_ratio=gpt_mem)
     best = min(("manual whole", "manual blocked"), key=lambda n: gpt_time[n])
 
-    def item(metric, value, reference, target):
-        ok = None if value is None else bool(value <= target)
-        return {"metric": metric, "value": value, "reference": reference, "ok": ok}
+    def item(metric, value, reference, target):  # the targets are the full size's (T to 2048)
+        ok = None if value is None else value <= target
+        return common.headline(metric, value, reference, ok, at="full")
 
     headline = [
         item("blocked attention memory exponent in T", exponents["manual blocked"],
@@ -226,17 +226,18 @@ def main(argv=None):
         "memory_exponent": exponents,
         "gpt_step": gpt,
         "machine": common.machine(),
-        "report": {
-            "title": "Attention and GPT step: manual backward vs autodiff",
-            "command": "python -m experiments.bench_attention",
-            "headline": headline,
-            "figures": ["bench_attention.png"],
-            "status": "ok" if complete and all(h["ok"] for h in headline) else "partial",
-            "notes": ("quick size: " if args.quick else "")
+        "report": common.report(
+            "Attention and GPT step: manual backward vs autodiff",
+            "python -m experiments.bench_attention",
+            headline,
+            ["bench_attention.png"],
+            status="ok" if complete and all(h["ok"] for h in headline) else "partial",
+            notes=("quick size: " if args.quick else "")
             + f"T = {Ts}, GPT step at T = {gpt_T}; medians of max({repeat}, 12800 / T) "
             "interleaved runs (3 at T >= 1024); the machine may be shared, so times are noisy, "
             "ratios less so.",
-        },
+            size=common.run_size(args),
+        ),
     }  # fmt: skip
     common.save_json(out / "bench_attention.json", result)
     return result

@@ -5,7 +5,7 @@
 
 Trained with the hand-written backward (`jaxbp.loss_and_grad`), Adam lr 3e-3, batch 64;
 batch norm uses batch statistics in training and its running averages at test time, dropout
-is on only in training. 1437 training / 360 test images (`jaxbp.data.digits(image=True)`).
+is on only in training. 1438 training / 359 test images (`jaxbp.data.digits(image=True)`).
 
     python -m experiments.cnn_digits            # 1000 steps, 3 seeds
     python -m experiments.cnn_digits --quick    # 300 steps, 1 seed

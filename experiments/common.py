@@ -122,10 +122,18 @@ def adam_epochs(value_and_grad, params, x_train, *, seed, epochs, batch, lr):
     return carry[0], np.asarray(curve)
 
 
-def headline(metric: str, value, reference: str = "", ok: bool | None = None) -> dict:
-    """One row of a report: a measured `value` next to its `reference`."""
+def headline(metric: str, value, reference: str = "", ok: bool | None = None, *, at="any"):
+    """One row of a report: a measured `value` next to its `reference`. `at` is the size the
+    target applies to: "any" (a quick run can show it) or "full" (only the full run can; the
+    page does not judge it on a quick or tiny run)."""
+    if at not in SIZES_OF_TARGETS:
+        raise ValueError(f"headline {metric!r}: at must be one of {SIZES_OF_TARGETS}, got {at!r}")
     return {"metric": metric, "value": value, "reference": reference,
-            "ok": None if ok is None else bool(ok)}  # fmt: skip
+            "ok": None if ok is None else bool(ok), "at": at}  # fmt: skip
+
+
+SIZES_OF_TARGETS = ("any", "full")
+RUN_SIZES = ("quick", "full", "tiny")
 
 
 def report(
@@ -136,19 +144,35 @@ def report(
     *,
     status: str = "ok",
     notes: str = "",
+    size: str | None = None,
 ) -> dict:
     """The "report" key: `figures` are paths or names, stored relative to the results folder;
-    `status` is "ok", "partial" (parts skipped, said in `notes`) or "failed"."""
+    `status` is "ok", "partial" (parts skipped, said in `notes`) or "failed"; `size` is the
+    size of the run ("quick", "full", "tiny"; `run_size(args)`), required when a headline's
+    target applies at the full size only."""
     if status not in ("ok", "partial", "failed"):
         raise ValueError(f"report: status must be ok, partial or failed, got {status!r}")
+    if size is not None and size not in RUN_SIZES:
+        raise ValueError(f"report: size must be one of {RUN_SIZES}, got {size!r}")
+    headlines = [{"at": "any", **h} for h in headlines]
+    if size is None and any(h["at"] == "full" for h in headlines):
+        raise ValueError(f"report {title!r}: a full-size target needs the run's size=")
     return {
         "title": title,
         "command": command,
-        "headline": list(headlines),
+        "headline": headlines,
         "figures": [Path(f).name for f in figures],
         "status": status,
         "notes": notes,
+        "size": size,
     }
+
+
+def run_size(args) -> str:
+    """ "tiny" (the test suite's size), "quick" (--quick) or "full"."""
+    if getattr(args, "tiny", False):
+        return "tiny"
+    return "quick" if getattr(args, "quick", False) else "full"
 
 
 def size_note(args, full: str) -> str:

@@ -353,43 +353,44 @@ def report(args, summary, figures):
         if stabilized:
             ok = s["seeds_with_all_8_modes"] >= min(4, n) and s["mean_high_quality"] >= 0.7
             ok_all = ok_all and ok
-        headline.append(
-            {
-                "metric": f"{s['variant']}: seeds (of {n}) with 8/8 modes",
-                "value": s["seeds_with_all_8_modes"],
-                "reference": "≥ 4 of 5 (issue target)" if stabilized else None,
-                "ok": ok,
-            }
+        headline.append(  # the targets are those of 5 seeds × 10 000 steps: full size only
+            common.headline(
+                f"{s['variant']}: seeds (of {n}) with 8/8 modes",
+                s["seeds_with_all_8_modes"],
+                "≥ 4 of 5 (issue target)" if stabilized else None,
+                ok,
+                at="full",
+            )
         )
         headline.append(
-            {
-                "metric": f"{s['variant']}: high-quality samples (mean over seeds)",
-                "value": round(100 * s["mean_high_quality"], 1),
-                "reference": "≥ 70 % (issue target)" if stabilized else None,
-                "ok": None if not stabilized else bool(s["mean_high_quality"] >= 0.7),
-            }
+            common.headline(
+                f"{s['variant']}: high-quality samples (mean over seeds)",
+                round(100 * s["mean_high_quality"], 1),
+                "≥ 70 % (issue target)" if stabilized else None,
+                None if not stabilized else s["mean_high_quality"] >= 0.7,
+                at="full",
+            )
         )
         headline.append(
-            {
-                "metric": f"{s['variant']}: second-half checkpoints with 8/8 modes (%)",
-                "value": round(100 * s["late_checkpoints_with_8_modes"], 1),
-                "reference": None,
-                "ok": None,
-            }
+            common.headline(
+                f"{s['variant']}: second-half checkpoints with 8/8 modes (%)",
+                round(100 * s["late_checkpoints_with_8_modes"], 1),
+            )
         )
     full = not args.quick and args.seeds >= 5
-    return {
-        "title": "GAN: ring of 8 Gaussians and digits",
-        "command": "python -m experiments.gan",
-        "headline": headline,
-        "figures": figures,
-        "status": "ok" if ok_all and full else "partial",
-        "notes": (
+    return common.report(
+        "GAN: ring of 8 Gaussians and digits",
+        "python -m experiments.gan",
+        headline,
+        figures,
+        status="ok" if ok_all and full else "partial",
+        notes=(
             f"{args.seeds} seed(s) × {args.steps} steps per variant"
             + ("" if full else " (quick size, not the full run)")
             + "; the generator step discards D's parameter gradient."
         ),
-    }
+        size=common.run_size(args),
+    )
 
 
 if __name__ == "__main__":

@@ -283,17 +283,18 @@ def main(argv=None):
         "graph_classification": gc,
         "seconds": time.perf_counter() - t0,
         "machine": common.machine(),
-        "report": {
-            "title": "Graph networks (GCN, GAT, readout)",
-            "command": "python -m experiments.graphs",
-            "headline": headline,
-            "figures": ["graphs_karate.png", "graphs_sbm.png"],
-            "status": "ok" if all(h["ok"] is not False for h in headline) else "partial",
-            "notes": (
+        "report": common.report(
+            "Graph networks (GCN, GAT, readout)",
+            "python -m experiments.graphs",
+            headline,
+            ["graphs_karate.png", "graphs_sbm.png"],
+            status="ok" if all(h["ok"] is not False for h in headline) else "partial",
+            notes=(
                 "quick size: fewer SBM seeds and steps, smaller graph sets; " if args.quick else ""
             )
             + "float32, Adam, hand-written backward only.",
-        },
+            size=common.run_size(args),
+        ),
     }
     common.save_json(out / "graphs.json", result)
     print(f"karate: {kc['correct_of_32']} of 32 (missed {kc['missed_nodes']})")

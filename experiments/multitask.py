@@ -177,15 +177,16 @@ def main(argv=None):
         "batch": args.batch,
         "seconds": time.perf_counter() - t0,
         "machine": common.machine(),
-        "report": {
-            "title": "Multi-task learning on the digits",
-            "command": "python -m experiments.multitask",
-            "headline": headline,
-            "figures": ["multitask.png"],
-            "status": "ok" if headline[2]["ok"] else "failed",
-            "notes": (f"quick size: {steps} steps, {seeds} seeds. " if args.quick else "")
+        "report": common.report(
+            "Multi-task learning on the digits",
+            "python -m experiments.multitask",
+            headline,
+            ["multitask.png"],
+            status="ok" if headline[2]["ok"] else "failed",
+            notes=(f"quick size: {steps} steps, {seeds} seeds. " if args.quick else "")
             + "Trunk 64-64-64 ReLU, Adam, equal steps and batches for all three models.",
-        },
+            size=common.run_size(args),
+        ),
     }
     common.save_json(out / "multitask.json", result)
     print(f"mean test metrics over {seeds} seeds: {summary}")

@@ -33,6 +33,49 @@ from experiments import common
 from experiments.catalog import EXPERIMENTS
 
 PAGE = "index.html"
+ROOT = Path(__file__).resolve().parents[1]
+
+# The documentation page of each experiment (docs/<page>.md; site/<page>.html once `make docs`
+# has built the site). tests/experiments/test_report.py checks every listed experiment has one.
+DOCS = {
+    "experiments.linear_regression": "article",
+    "experiments.mlp_digits": "training",
+    "experiments.optimizers": "training",
+    "experiments.train_overhead": "training",
+    "experiments.vanishing_gradients": "cost",
+    "experiments.backprop_cost": "cost",
+    "experiments.mnist1d": "conv",
+    "experiments.cnn_digits": "conv",
+    "experiments.bench_cnn": "conv",
+    "experiments.bench_rnn": "recurrent",
+    "experiments.adding_problem": "recurrent",
+    "experiments.exploding_gradients": "recurrent",
+    "experiments.scaling": "distributed",
+    "experiments.autoencoder": "generative",
+    "experiments.vae": "generative",
+    "experiments.gan": "generative",
+    "experiments.mixed_precision": "precision",
+    "experiments.memory": "memory",
+    "experiments.bench_attention": "attention",
+    "experiments.char_lm": "attention",
+    "experiments.graphs": "structured",
+    "experiments.tree_arithmetic": "structured",
+    "experiments.multitask": "structured",
+}
+
+
+def docs_link(module: str, results: Path) -> str | None:
+    """A relative link from the results folder to the experiment's page: the built site's
+    page when there is one, else the Markdown source (None for an unlisted experiment)."""
+    page = DOCS.get(module)
+    if page is None:
+        return None
+    target = ROOT / "site" / f"{page}.html"
+    if not target.is_file():
+        target = ROOT / "docs" / f"{page}.md"
+    return os.path.relpath(target, Path(results).resolve())
+
+
 OUTCOMES = "run_all.json"
 CHECK_TABLE = "check_table.txt"
 
@@ -66,11 +109,17 @@ def validate(report) -> list[str]:
     problems = [f'"report" lacks "{k}"' for k in FIELDS if k not in report]
     if report.get("status") not in ("ok", "partial", "failed"):
         problems.append(f"status must be ok, partial or failed, got {report.get('status')!r}")
+    if report.get("size") not in (None, *common.RUN_SIZES):
+        problems.append(f"size must be one of {common.RUN_SIZES} or null, got {report['size']!r}")
     for i, h in enumerate(report.get("headline") or []):
         if not isinstance(h, dict) or not {"metric", "value", "reference", "ok"} <= set(h):
             problems.append(f"headline row {i} must have metric, value, reference and ok")
         elif h["ok"] not in (True, False, None):
             problems.append(f"headline row {i}: ok must be true, false or null")
+        elif h.get("at", "any") not in common.SIZES_OF_TARGETS:
+            problems.append(f"headline row {i}: at must be one of {common.SIZES_OF_TARGETS}")
+        elif h.get("at") == "full" and report.get("size") is None:
+            problems.append(f"headline row {i}: a full-size target needs the report's size")
     for name in report.get("figures") or []:
         if not isinstance(name, str) or Path(name).name != name:
             problems.append(f"figure {name!r} must be a file name in the results folder")
@@ -170,7 +219,16 @@ def fmt(value) -> str:
     return str(value)
 
 
-def _verdict(ok) -> str:
+def judged(h: dict, report: dict) -> bool:
+    """Whether a headline's target can be judged from this run: a target that applies at the
+    full size only ("at": "full") is not judged on a quick or tiny run."""
+    return h.get("at", "any") == "any" or report.get("size") == "full"
+
+
+def _verdict(h: dict, report: dict) -> str:
+    ok = h.get("ok")
+    if ok is not None and not judged(h, report):
+        return '<span class="none">full size only: not judged at this size</span>'
     return {True: '<span class="ok">met</span>', False: '<span class="miss">missed</span>'}.get(
         ok, '<span class="none">no target</span>'
     )
@@ -187,9 +245,13 @@ def _anchor(row: Row) -> str:
 def _counts(row: Row) -> str:
     if row.report is None:
         return "—"
-    oks = [h.get("ok") for h in row.report.get("headline", [])]
+    heads = row.report.get("headline", [])
+    oks = [h.get("ok") for h in heads if judged(h, row.report)]
     met, missed = oks.count(True), oks.count(False)
+    later = sum(h.get("ok") is not None and not judged(h, row.report) for h in heads)
     text = f"{met} met, {missed} missed" if met or missed else "no targets"
+    if later:
+        text += f" ({later} full-size only)"
     return f'<span class="miss">{text}</span>' if missed else text
 
 
@@ -207,15 +269,19 @@ def _summary(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _headline_table(headline: list[dict]) -> str:
+def _headline_table(report: dict) -> str:
+    headline = report.get("headline", [])
     if not headline:
         return '<p class="none">no headline numbers</p>'
-    lines = ["<table><tr><th>metric</th><th>value</th><th>reference</th><th>target</th></tr>"]
+    lines = ["<table><tr><th>metric</th><th>value</th><th>reference</th><th>target applies at"
+             "</th><th>target</th></tr>"]  # fmt: skip
     for h in headline:
+        at = "full size" if h.get("at") == "full" else "any size"
         lines.append(
             f"<tr><td>{_esc(h.get('metric', ''))}</td>"
             f'<td class="num">{_esc(fmt(h.get("value")))}</td>'
-            f"<td>{_esc(h.get('reference') or '')}</td><td>{_verdict(h.get('ok'))}</td></tr>"
+            f"<td>{_esc(h.get('reference') or '')}</td><td>{at if h.get('ok') is not None else ''}"
+            f"</td><td>{_verdict(h, report)}</td></tr>"
         )
     lines.append("</table>")
     return "\n".join(lines)
@@ -248,8 +314,13 @@ def _section(row: Row, results: Path) -> str:
         return "\n".join(out)
     if report.get("notes"):
         out.append(f'<p class="notes">{_esc(report["notes"])}</p>')
-    out.append(_headline_table(report.get("headline", [])))
+    if report.get("size"):
+        out.append(f"<p>run at the <b>{_esc(report['size'])}</b> size</p>")
+    out.append(_headline_table(report))
     out.append(f"<p>full size: <code>{_esc(report.get('command', '—'))}</code></p>")
+    link = docs_link(row.module, results)
+    if link:
+        out.append(f'<p>documentation: <a href="{_esc(link)}">{_esc(Path(link).name)}</a></p>')
     out.append(_figures(report, results))
     return "\n".join(out)
 

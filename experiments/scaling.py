@@ -226,35 +226,34 @@ def report(rows, args, simulated):
             else ""
         )
     )
-    return {
-        "title": "Scaling: data and tensor parallelism, bytes and memory per device",
-        "command": "python -m experiments.scaling",
-        "headline": [
-            {
-                "metric": "collective bytes in the compiled program = chain-rule count "
-                "(configurations × splits)",
-                "value": f"{matched}/{len(rows)}",
-                "reference": "all",
-                "ok": matched == len(rows),
-            },
-            {
-                "metric": f"GPT MLP compiled memory per device, 1 device / {top}-way tensor split",
-                "value": round(shrink, 2),
-                "reference": f"≤ {top}: W1, b1, W2 and their Adam moments split; LayerNorm, b2 "
-                "and the (batch, tokens, width) activations stay whole",
-                "ok": None,
-            },
-            {
-                "metric": f"GPT MLP bytes sent per device, data- / tensor-parallel, {top} devices",
-                "value": round(ratio, 1),
-                "reference": "all gradients vs two activations (batch × tokens × width)",
-                "ok": None,
-            },
-        ],
-        "figures": ["scaling.png"],
-        "status": "ok" if matched == len(rows) else "partial",
-        "notes": notes,
-    }
+    headline = [
+        common.headline(
+            "collective bytes in the compiled program = chain-rule count (configurations × splits)",
+            f"{matched}/{len(rows)}",
+            "all",
+            matched == len(rows),
+        ),
+        common.headline(
+            f"GPT MLP compiled memory per device, 1 device / {top}-way tensor split",
+            round(shrink, 2),
+            f"≤ {top}: W1, b1, W2 and their Adam moments split; LayerNorm, b2 "
+            "and the (batch, tokens, width) activations stay whole",
+        ),
+        common.headline(
+            f"GPT MLP bytes sent per device, data- / tensor-parallel, {top} devices",
+            round(ratio, 1),
+            "all gradients vs two activations (batch × tokens × width)",
+        ),
+    ]
+    return common.report(
+        "Scaling: data and tensor parallelism, bytes and memory per device",
+        "python -m experiments.scaling",
+        headline,
+        ["scaling.png"],
+        status="ok" if matched == len(rows) else "partial",
+        notes=notes,
+        size=common.run_size(args),
+    )
 
 
 def run(args):

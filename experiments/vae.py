@@ -126,8 +126,9 @@ def main(argv=None):
         vae, decoder, params, state, enc2, params2, state2, d, args.latent, out, args.seed
     )
     result = {
-        "setup": f"digits in [0, 1] (1437 train / 360 test), Bernoulli decoder on the grey "
-        f"pixels; encoder 64 → {args.hidden} → 2×{args.latent}, decoder {args.latent} → "
+        "setup": f"digits in [0, 1] ({len(d['x_train'])} train / {len(d['x_test'])} test), "
+        f"Bernoulli decoder on the grey pixels; encoder 64 → {args.hidden} → 2×{args.latent}, "
+        f"decoder {args.latent} → "
         f"{args.hidden} → 64 (ELU); Adam {args.lr:g}, batch {args.batch}, {epochs} epochs, "
         "float32",
         "test_bounds_nats_per_image": b,
@@ -149,33 +150,27 @@ def report(args, epochs, ks, b, diffs, names):
     within = {name: d["mean"] >= -3 * d["se"] for name, d in diffs.items()}
     monotone = all(ok for name, ok in within.items() if "elbo" not in name)
     above = all(ok for name, ok in within.items() if "elbo" in name)
-    headline = [
-        {
-            "metric": "test ELBO (nats/image)",
-            "value": b["elbo"]["mean"],
-            "reference": None,
-            "ok": None,
-        }
-    ]
+    headline = [common.headline("test ELBO (nats/image)", b["elbo"]["mean"])]
     for k, v in zip(ks, values):
         headline.append(
-            {
-                "metric": f"test IWAE bound k = {k} (nats/image)",
-                "value": v,
-                "reference": "non-decreasing in k, ≥ ELBO",
-                "ok": bool(monotone and above),
-            }
+            common.headline(
+                f"test IWAE bound k = {k} (nats/image)",
+                v,
+                "non-decreasing in k, ≥ ELBO",
+                monotone and above,
+            )
         )
-    return {
-        "title": "Variational autoencoder on the digits",
-        "command": "python -m experiments.vae",
-        "headline": headline,
-        "figures": names,
-        "status": "ok" if monotone and above and not args.quick else "partial",
-        "notes": f"{args.latent} latents, {epochs} epochs"
+    return common.report(
+        "Variational autoencoder on the digits",
+        "python -m experiments.vae",
+        headline,
+        names,
+        status="ok" if monotone and above and not args.quick else "partial",
+        notes=f"{args.latent} latents, {epochs} epochs"
         + (" (quick size, not the full run)" if args.quick else "")
         + "; a Bernoulli likelihood of grey pixels, so the nats are not a density of the data.",
-    }
+        size=common.run_size(args),
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The Layer protocol and the combinators that make networks of layers: the backprop engine.
+r"""The Layer protocol and the combinators that make networks of layers: the backprop engine.
 
 A `Layer` is a NamedTuple of three pure functions::
 
@@ -11,7 +11,14 @@ Shapes given to `init` are per example (no batch axis); arrays carry a leading b
 structure and dtypes as `params`. `state` holds non-trainable buffers (empty `()` for most layers).
 
 The backward of a composition is the chain rule walked in reverse: if y = f_L(... f_1(x)), then
-dx = J_1ᵀ(... J_Lᵀ dy), and each layer's parameter gradient is read off on the way.
+dx = J_1ᵀ(... J_Lᵀ dy), and each layer's parameter gradient is read off on the way. With
+$a_0 = x$, $a_l = f_l(a_{l-1}; \theta_l)$ and $\bar a_l = \partial L / \partial a_l$:
+
+$$
+\bar a_{l-1} = J_{f_l}(a_{l-1})^\top \, \bar a_l, \qquad
+\frac{\partial L}{\partial \theta_l} = J_{\theta_l}(a_{l-1})^\top \, \bar a_l, \qquad
+l = L, L-1, \dots, 1 .
+$$
 
 Example:
     >>> import jax, jax.numpy as jnp, jaxbp

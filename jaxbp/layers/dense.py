@@ -1,12 +1,16 @@
-"""Dense (fully connected) layer: z = a W + b.
+r"""Dense (fully connected) layer: z = a W + b.
 
 In the article's column-vector notation z⁽ˡ⁾ = W⁽ˡ⁾ a⁽ˡ⁻¹⁾ + b⁽ˡ⁾. jaxbp stores a batch of row
 vectors, so the kernel is the transpose: `W` has shape (in, out) and z = a W + b. With
 δ = ∂L/∂z the chain rule gives
 
-    ∂L/∂W = aᵀ δ        (the article's δ a⁽ˡ⁻¹⁾ᵀ, transposed)
-    ∂L/∂b = Σ_batch δ
-    ∂L/∂a = δ Wᵀ        (the article's W⁽ˡ⁾ᵀ δ⁽ˡ⁾, transposed)
+$$
+\frac{\partial L}{\partial W} = a^\top \delta, \qquad
+\frac{\partial L}{\partial b} = \sum_{\text{batch}} \delta, \qquad
+\frac{\partial L}{\partial a} = \delta \, W^\top
+$$
+
+(the article's δ a⁽ˡ⁻¹⁾ᵀ and W⁽ˡ⁾ᵀ δ⁽ˡ⁾, transposed).
 
 Leading axes beyond the batch (e.g. time) are allowed: the layer acts on the last axis and the
 parameter gradients sum over every other axis.

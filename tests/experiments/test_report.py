@@ -136,5 +136,44 @@ def test_every_experiment_in_run_all_writes_the_report_key():
 
     for name in run_all.EXPERIMENTS:
         source = inspect.getsource(importlib.import_module(name))
-        writes = "common.report(" in source or '"report"' in source
-        assert writes, f"{name} writes no report key"
+        assert "common.report(" in source, f"{name} builds its report without common.report"
+
+
+def test_every_listed_experiment_has_a_docs_page_and_the_page_links_it(tmp_path):
+    for name in run_all.EXPERIMENTS:
+        assert name in report.DOCS, f"{name}: add its docs page to experiments.report.DOCS"
+        assert (report.ROOT / "docs" / f"{report.DOCS[name]}.md").is_file(), name
+    (tmp_path / "mnist1d.json").write_text(json.dumps({"report": common.report("m", "c", [])}))
+    page = report.build(tmp_path, ["experiments.mnist1d"])
+    links = re.findall(r'documentation: <a href="([^"]+)"', page.read_text())
+    assert len(links) == 1 and links[0].endswith(("conv.md", "conv.html"))
+    assert (tmp_path / links[0]).resolve().is_file()
+
+
+def _one_target_report(size):
+    miss = common.headline("8/8 modes in 4 of 5 seeds", 0, ">= 4", ok=False, at="full")
+    hit = common.headline("a quick check", 1.0, "= 1", ok=True)
+    return common.report("GAN", "python -m gan", [miss, hit], size=size)
+
+
+@pytest.mark.parametrize("size", ["quick", "tiny"])
+def test_a_full_size_target_is_not_judged_on_a_quick_run(tmp_path, size):
+    (tmp_path / "gan.json").write_text(json.dumps({"report": _one_target_report(size)}))
+    text, _ = _page_links(report.build(tmp_path, ["experiments.gan"]))
+    assert "1 met, 0 missed (1 full-size only)" in text
+    assert "full size only: not judged at this size" in text and ">missed<" not in text
+
+
+def test_a_full_size_target_is_judged_on_a_full_run(tmp_path):
+    (tmp_path / "gan.json").write_text(json.dumps({"report": _one_target_report("full")}))
+    text, _ = _page_links(report.build(tmp_path, ["experiments.gan"]))
+    assert "1 met, 1 missed" in text and "not judged" not in text
+
+
+def test_a_full_size_target_needs_the_run_size():
+    with pytest.raises(ValueError, match="size"):
+        common.report("x", "y", [common.headline("m", 1, "r", ok=True, at="full")])
+    with pytest.raises(ValueError, match="at must be"):
+        common.headline("m", 1, at="later")
+    bad = {**_one_target_report("quick"), "size": None}
+    assert any("needs the report's size" in p for p in report.validate(bad))
