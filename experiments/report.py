@@ -57,6 +57,7 @@ DOCS = {
     "experiments.mixed_precision": "precision",
     "experiments.memory": "memory",
     "experiments.bench_attention": "attention",
+    "experiments.bench_generate": "attention",
     "experiments.char_lm": "attention",
     "experiments.graphs": "structured",
     "experiments.tree_arithmetic": "structured",
