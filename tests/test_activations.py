@@ -74,10 +74,17 @@ def test_softmax_backward_is_jacobian_product():
     np.testing.assert_allclose(act.softmax_backward(a, da)[0], da[0] @ jac, rtol=1e-12)
 
 
-@pytest.mark.parametrize("make, arg", [(jaxbp.LeakyRelu, -0.1), (jaxbp.Elu, 0.0), (jaxbp.Elu, "1")])
-def test_invalid_hyperparameters(make, arg):
+@pytest.mark.parametrize(
+    "make, option",
+    [
+        (jaxbp.LeakyRelu, {"negative_slope": -0.1}),
+        (jaxbp.Elu, {"alpha": 0.0}),
+        (jaxbp.Elu, {"alpha": "1"}),
+    ],
+)
+def test_invalid_hyperparameters(make, option):
     with pytest.raises(ValueError, match=make.__name__):
-        make(arg)
+        make(**option)
 
 
 def test_integer_input_is_rejected():

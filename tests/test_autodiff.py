@@ -37,7 +37,7 @@ def test_bridge_really_uses_the_manual_backward(key):
 
     def backward(params, residuals, dy):
         calls.append(1)
-        return dense.dense_backward(params, residuals, dy)
+        return dense.backward(params, residuals, dy)
 
     layer = dense._replace(backward=backward)
     _, params, state = layer.init(key, (3,))

@@ -51,3 +51,22 @@ def test_dtype_and_constants():
 def test_unknown_name():
     with pytest.raises(ValueError, match="unknown initializer 'foo'"):
         init.get("foo")
+
+
+def test_every_public_name_is_a_factory():
+    public = [n for n in dir(init) if not n.startswith("_") and n not in ("fans", "get")]
+    for name in public:
+        obj = getattr(init, name)
+        if not callable(obj) or getattr(obj, "__module__", "") != "jaxbp.init":
+            continue
+        made = obj(1.0) if name == "constant" else obj()
+        assert made(jax.random.key(0), (4, 4)).shape == (4, 4), name
+
+
+def test_passing_a_factory_uncalled_is_a_type_error():
+    zeros_factory = getattr(init, "zeros")  # noqa: B009 - the factory itself, not called
+    with pytest.raises(TypeError, match=r"a factory: pass jaxbp[.]init[.]zeros[(][)]"):
+        init.get(zeros_factory)
+    with pytest.raises(TypeError, match=r"pass jaxbp[.]init[.]he_normal[(][)]"):
+        init.get(init.he_normal)
+    assert init.get("zeros")(None, (3,)).sum() == 0

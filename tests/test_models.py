@@ -50,3 +50,23 @@ def test_wrong_arguments():
         jaxbp.loss_and_grad(jaxbp.Dense(2), losses.mse)
     with pytest.raises(TypeError, match="must be a Layer"):
         jaxbp.loss_and_grad(jaxbp.Dense, losses.mse())
+
+
+def test_mlp_takes_every_width_the_last_the_output(key):
+    model = jaxbp.MLP([5, 3], activation=jaxbp.Tanh)
+    out_shape, params, _ = model.init(key, (4,))
+    assert out_shape == (3,) and [p["W"].shape for p in params if p] == [(4, 5), (5, 3)]
+    with pytest.raises(ValueError, match=r"MLP\(\[64, 64, 10\]\)"):
+        jaxbp.MLP(10)
+    with pytest.raises(ValueError, match="features"):
+        jaxbp.MLP([4, 0])
+
+
+def test_loss_and_grad_without_jit_gives_the_same_numbers(key):
+    model = jaxbp.MLP([4, 2])
+    _, params, state = model.init(key, (3,))
+    x, y = jnp.ones((2, 3)), jnp.zeros((2, 2))
+    jitted = jaxbp.loss_and_grad(model, losses.mse())(params, state, x, y)
+    eager = jaxbp.loss_and_grad(model, losses.mse(), jit=False)
+    assert not hasattr(eager, "_cache_size")
+    np.testing.assert_allclose(eager(params, state, x, y)[0], jitted[0], rtol=1e-12)

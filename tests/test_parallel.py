@@ -15,12 +15,12 @@ SCRIPT = textwrap.dedent(
     import jaxbp
     from jaxbp import losses
 
-    model = jaxbp.MLP([16], 4, activation=jaxbp.Tanh)
+    model = jaxbp.MLP([16, 4], activation=jaxbp.Tanh)
     loss = losses.softmax_cross_entropy()
     _, params, state = model.init(jax.random.key(0), (5,))
     x = jax.random.normal(jax.random.key(1), (8, 5))
     y = jnp.arange(8) % 4
-    step = jaxbp.models.loss_and_grad(model, loss)
+    step = jaxbp.models.loss_and_grad(model, loss, jit=False)
 
     def shard_step(params, x, y):
         value, grads, _ = step(params, state, x, y)

@@ -197,6 +197,9 @@ def test_bad_hyperparameters():
         jaxbp.LSTM(0)
     with pytest.raises(ValueError, match="activation"):
         jaxbp.RNN(4, activation=jaxbp.Sigmoid)
+    with pytest.raises(ValueError, match="Layer constructor jaxbp.Tanh"):
+        old_spelling = "tanh"
+        jaxbp.RNN(4, activation=old_spelling)
     with pytest.raises(TypeError, match="return_sequences"):
         jaxbp.GRU(4, return_sequences="yes")
     with pytest.raises(TypeError, match="forget_bias"):
