@@ -80,19 +80,49 @@ def test_pytest_helper_raises_assertion_error():
 
 
 def test_cli_prints_table_and_exit_code(capsys):
-    assert check.main(["-k", "softplus"]) == 0
+    from jaxbp.cases.__main__ import main
+
+    assert main(["-k", "softplus", "--draws", "2"]) == 0
     out = capsys.readouterr().out
-    assert "Softplus" in out and "1 passed, 0 failed" in out
+    assert "Softplus" in out and "1 passed, 0 failed" in out and "2 draw(s)" in out
 
 
-def test_cli_exits_nonzero_on_failure(monkeypatch, capsys):
-    from jaxbp import cases
+def _fails_at_seed(bad_seed):
+    """A case whose draw at `bad_seed` has a wrong backward (factor 3), right elsewhere."""
     from jaxbp.cases.base import layer_case
 
-    broken = layer_case("broken-square", lambda rng: (_square_layer(3.0), (2,)))
-    monkeypatch.setattr(cases, "CASES", [broken])
-    assert check.main([]) == 1
-    assert "FAIL" in capsys.readouterr().out
+    def build(rng):
+        # the draw's rng is seeded by the seed: its first integer tells the seeds apart
+        bad = int(rng.integers(1000)) == int(np.random.default_rng(bad_seed).integers(1000))
+        return _square_layer(3.0 if bad else 2.0), (2,)
+
+    return layer_case("broken-square", build)
+
+
+def test_cli_prints_the_seed_of_a_failing_draw_and_replays_it(monkeypatch, capsys):
+    from jaxbp.cases import __main__ as cli
+
+    monkeypatch.setattr(cli, "CASES", [_fails_at_seed(7)])
+    assert cli.main(["--draws", "5", "--seed", "5"]) == 1  # seeds 5..9
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "draw: seed 7, batch 3, at x (3, 2)" in out
+    assert "replay: python -m jaxbp.cases --case 'broken-square' --seed 7 --draws 1" in out
+    assert cli.main(["--case", "broken-square", "--seed", "7", "--draws", "1"]) == 1
+    assert cli.main(["--seed", "5", "--draws", "2"]) == 0  # seeds 5, 6 pass
+
+
+def test_check_imports_nothing_from_the_registry():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(check.__file__).read_text())
+    imported = [
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert not [m for m in imported if m and m.startswith("jaxbp.cases")]
 
 
 # ----------------------------------------------------------------------- half precision
@@ -127,8 +157,8 @@ def test_float32_finite_differences_take_their_step_from_the_dtype():
 @pytest.mark.parametrize("name", ["Dense", "BatchNorm(train)", "GRU"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_half_precision_without_jit_on_a_sample_of_the_registry(name, dtype):
-    from jaxbp.cases import CASES
+    from jaxbp.cases import CASES, run_case
 
     (case,) = [c for c in CASES if c.name == name]
-    report = check.run_case(case, seed=3, batch=4, dtype=dtype, jit=False)
+    report = run_case(case, seed=3, batch=4, dtype=dtype, jit=False)
     assert report.ok and report.results, str(report)
