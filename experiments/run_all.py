@@ -39,6 +39,7 @@ EXPERIMENTS = [
     "experiments.graphs",
     "experiments.tree_arithmetic",
     "experiments.multitask",
+    "experiments.detection_floor",
 ]
 
 

@@ -99,6 +99,10 @@ class Report(NamedTuple):
     untested: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # what was not checked, and why
     inputs: str = ""  # the shapes checked at, e.g. "x (2, 5)" (to tell draws apart)
+    # a failed network: the path of the first layer whose own backward is wrong, e.g.
+    # "serial[3].residual[0] (MultiHeadAttention)", and that layer's own report
+    culprit: str = ""
+    culprit_report: Report | None = None
 
     @property
     def ok(self) -> bool:
@@ -123,6 +127,8 @@ class Report(NamedTuple):
             for leaf in self.untested
         ]
         lines += [f"  note: {n}" for n in self.notes]
+        if self.culprit:
+            lines.append(f"  first wrong layer: {self.culprit}")
         half = any(r.autodiff_err is not None for r in self.results)
         lines.append(
             f"  {'leaf':<28} {'reference':<11} {'max abs err':>11} {'rel err':>9} "
@@ -136,6 +142,10 @@ class Report(NamedTuple):
                 f"{vjp}{r.tol:7.0e}  {str(r.worst_index):<14} {r.manual:13.6e} "
                 f"{r.expected:13.6e}" + ("" if r.ok else "  <-- FAIL")
             )
+        if self.culprit_report is not None:
+            inner = str(self.culprit_report).splitlines()
+            lines.append(f"  its own check, at the input the network gives it: {inner[0]}")
+            lines += ["  " + line for line in inner[1:]]
         return "\n".join(lines)
 
 
@@ -457,32 +467,82 @@ def check_layer(
     """
     with _x64_context(dtype):
         k_init, k_fwd = jax.random.split(jax.random.key(seed))
-        _, p0, s0 = layer.init(k_init, in_shape)
-        params = _cast(p0 if params is None else params, dtype)
-        state = s0 if state is None else state
+        if params is None or state is None:
+            _, p0, s0 = layer.init(k_init, in_shape)
+            params = p0 if params is None else params
+            state = s0 if state is None else state
+        params = _cast(params, dtype)
         if x is None:
             # a stream apart from the cotangent's (the same draws would make dy = x)
             x = np.random.default_rng([seed, 1]).normal(size=(batch, *tuple(in_shape)))
         x = _cast(_as_array_tree(layer.name, "x", x), dtype)
-        # Differentiate the float leaves of x; integer/bool leaves (ids, masks) get no gradient,
-        # and the manual backward returns None there (e.g. {"x": dx, "mask": None}).
-        diff_x = any(_is_float(leaf) for leaf in jax.tree.leaves(x))
+        raise_on_fail = kwargs.pop("raise_on_fail", True)
+        report = _check_at(layer, params, state, x, k_fwd, train, seed=seed, jit=jit, **kwargs)
+        if not report.ok and layer.children is not None:
+            report = _with_culprit(report, locate(layer, params, state, x, key=k_fwd, train=train))
+        if raise_on_fail and not report.ok:
+            raise GradientCheckError(report)
+        return report
 
-        def f(args):
-            xin = args["x"] if diff_x else x
-            return layer.forward(args["params"], state, xin, key=k_fwd, train=train)[0]
 
-        def manual_vjp(args, dy):
-            xin = args["x"] if diff_x else x
-            _, res, _ = layer.forward(args["params"], state, xin, key=k_fwd, train=train)
-            dparams, dx = layer.backward(args["params"], res, dy)
-            return {"params": dparams, "x": dx} if diff_x else {"params": dparams}
+def _check_at(layer, params, state, x, key, train, **kwargs) -> Report:
+    """check_vjp of `layer` at exactly these params, state, input and key."""
+    # Differentiate the float leaves of x; integer/bool leaves (ids, masks) get no gradient,
+    # and the manual backward returns None there (e.g. {"x": dx, "mask": None}).
+    diff_x = any(_is_float(leaf) for leaf in jax.tree.leaves(x))
 
-        args = {"params": params, "x": x} if diff_x else {"params": params}
-        inputs = describe_shapes("x", x)
-        return check_vjp(
-            layer.name, f, manual_vjp, args, seed=seed, jit=jit, inputs=inputs, **kwargs
-        )
+    def f(args):
+        xin = args["x"] if diff_x else x
+        return layer.forward(args["params"], state, xin, key=key, train=train)[0]
+
+    def manual_vjp(args, dy):
+        xin = args["x"] if diff_x else x
+        _, res, _ = layer.forward(args["params"], state, xin, key=key, train=train)
+        dparams, dx = layer.backward(args["params"], res, dy)
+        return {"params": dparams, "x": dx} if diff_x else {"params": dparams}
+
+    args = {"params": params, "x": x} if diff_x else {"params": params}
+    kwargs = {"raise_on_fail": False, "inputs": describe_shapes("x", x), **kwargs}
+    return check_vjp(layer.name, f, manual_vjp, args, **kwargs)
+
+
+# ------------------------------------------------------------- which layer is wrong
+
+
+def locate(layer: Layer, params, state, x, *, key=None, train=False, path="") -> Report | None:
+    """The report of the first layer inside `layer`, in forward order and depth first, whose own
+    backward disagrees with jax.vjp at the input the network actually gives it; None if none.
+
+    Each combinator lists its children and their inputs (`Layer.children`); a layer is checked
+    after its children, so a combinator is named only when all its children are right and
+    its own chain rule is wrong. The report's `culprit` is the path, e.g.
+    "serial[3].residual[0] (MultiHeadAttention)". Checks run op by op against jax.vjp only
+    (no finite differences), in the dtype of the inputs.
+    """
+    if layer.children is not None:
+        for child in layer.children(params, state, x, key=key, train=train):
+            where = f"{path}.{child.path}" if path else child.path
+            found = locate(
+                child.layer,
+                child.params,
+                child.state,
+                child.x,
+                key=child.key,
+                train=train,
+                path=where,
+            )
+            if found is not None:
+                return found
+    report = _check_at(layer, params, state, x, key, train, finite_diff=False)
+    if report.ok:
+        return None
+    return report._replace(culprit=f"{path or '(the whole network)'} ({layer.name})")
+
+
+def _with_culprit(report: Report, found: Report | None) -> Report:
+    if found is None:
+        return report
+    return report._replace(culprit=found.culprit, culprit_report=found)
 
 
 def check_ops(forward, backward, params, x, *, name="op", dtype=jnp.float64, **kwargs) -> Report:
@@ -509,8 +569,8 @@ def check_loss(
 ) -> Report:
     """Check `loss.backward` (with a random scale g) against `jax.vjp` and finite differences."""
     with _x64_context(dtype):
-        pred = _cast(jnp.asarray(pred), dtype)
-        target = _cast(jnp.asarray(target), dtype)
+        pred = _cast(_as_array_tree(loss.name, "pred", pred), dtype)
+        target = _cast(_as_array_tree(loss.name, "target", target), dtype)
 
         def f(args):
             return loss.forward(args["pred"], target)[0]
@@ -579,8 +639,35 @@ def check_model(
             _, grads, _ = step(p, state, x, y, k_fwd)
             return jax.tree.map(lambda d: g * d, grads)
 
+        raise_on_fail = kwargs.pop("raise_on_fail", True)
         inputs = describe_shapes("x", x)
-        return check_vjp(name, f, manual_vjp, params, seed=seed, jit=jit, inputs=inputs, **kwargs)
+        report = check_vjp(
+            name,
+            f,
+            manual_vjp,
+            params,
+            seed=seed,
+            jit=jit,
+            inputs=inputs,
+            raise_on_fail=False,
+            **kwargs,
+        )
+        if not report.ok:
+            found = locate(model, params, state, x, key=k_fwd, train=train)
+            if found is None:
+                found = _loss_culprit(model, loss, params, state, x, y, k_fwd, train)
+            report = _with_culprit(report, found)
+        if raise_on_fail and not report.ok:
+            raise GradientCheckError(report)
+        return report
+
+
+def _loss_culprit(model, loss, params, state, x, y, key, train) -> Report | None:
+    """Every layer is right: is the loss's backward wrong at the network's prediction?"""
+    pred = model.forward(params, state, x, key=key, train=train)[0]
+    dtype = next((jnp.result_type(a) for a in jax.tree.leaves(pred) if _is_float(a)), None)
+    report = check_loss(loss, pred, y, dtype=dtype, finite_diff=False, raise_on_fail=False)
+    return None if report.ok else report._replace(culprit=f"the loss ({loss.name})")
 
 
 _PYTREE_FORMS = (

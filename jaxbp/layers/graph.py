@@ -72,7 +72,7 @@ import numpy as np
 
 from jaxbp import init as initializers
 from jaxbp.indices import check_range
-from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
+from jaxbp.layer import Child, Layer, as_shape, check_float_input, positive_int
 
 # ------------------------------------------------------------------ sparse building blocks
 
@@ -380,7 +380,10 @@ def NodeMap(layer: Layer) -> Layer:
         dparams, dh = layer.backward(params, residuals, dg["x"])
         return dparams, _graph_cotangent(dg, dh)
 
-    return Layer(init_layer, forward_layer, backward_layer, name)
+    def children(params, state, g, *, key=None, train=False):
+        return (Child("node_map[0]", layer, params, state, g["x"], key),)
+
+    return Layer(init_layer, forward_layer, backward_layer, name, children)
 
 
 def Nodes() -> Layer:

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxbp import init as initializers
-from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
+from jaxbp.layer import Child, Layer, as_shape, check_float_input, positive_int
 from jaxbp.precision import accumulation_dtype
 
 # ------------------------------------------------------------------------------- helpers
@@ -909,4 +909,12 @@ def Bidirectional(layer: Layer) -> Layer:
                 dx[k] = (dx_fwd[k], dx_bwd[k])
         return dparams, dx
 
-    return Layer(init, forward, backward, name)
+    def children(params, state, x, *, key=None, train=False):
+        x_fwd, x_bwd, _ = split_input(x)
+        k_fwd, k_bwd = (None, None) if key is None else tuple(jax.random.split(key))
+        return (
+            Child("bidirectional[0]", layer, params["forward"], state["forward"], x_fwd, k_fwd),
+            Child("bidirectional[1]", layer, params["backward"], state["backward"], x_bwd, k_bwd),
+        )
+
+    return Layer(init, forward, backward, name, children)
