@@ -7,7 +7,7 @@ For every experiment in `experiments.run_all.EXPERIMENTS` the page reads the "re
 reference and ok, figures, status, notes; see `experiments.common.report`) and shows its
 headline numbers next to their references, its figures and its full-size command. It adds the
 outcome `run_all` recorded (`run_all.json`: ok, or failed with the exception), the gradient-check
-table (`check_table.txt`, from `python -m jaxbp.check`) and the machine and versions. Nothing on
+table (`check_table.txt`, from `python -m jaxbp.cases`) and the machine and versions. Nothing on
 the page is typed in: an experiment whose run failed, whose JSON is absent or lacks "report", or
 whose figure is missing shows as such. Any other JSON in the folder with a "report" key joins
 too, so an experiment only has to write the key to appear.
@@ -256,7 +256,7 @@ def _section(row: Row, results: Path) -> str:
 def _check_section(results: Path) -> str:
     path = results / CHECK_TABLE
     if not path.is_file():
-        return (f'<p class="missing">no {CHECK_TABLE}: run <code>python -m jaxbp.check | tee '
+        return (f'<p class="missing">no {CHECK_TABLE}: run <code>python -m jaxbp.cases | tee '
                 f"{_esc(results / CHECK_TABLE)}</code> (make demo does)</p>")  # fmt: skip
     text = path.read_text()
     last = [line for line in text.splitlines() if line.strip()][-1:] or ["(empty)"]
@@ -285,7 +285,7 @@ def render(rows: list[Row], results: Path, info: dict) -> str:
         "<code>python -m experiments.report</code>; every number below comes from those runs.</p>",
         head,
         _summary(rows),
-        '<h2 id="check">Gradient checks (<code>python -m jaxbp.check</code>)</h2>',
+        '<h2 id="check">Gradient checks (<code>python -m jaxbp.cases</code>)</h2>',
         _check_section(results),
         *(_section(row, results) for row in rows),
         '<h2 id="machine">Machine and versions</h2>',
