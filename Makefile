@@ -21,13 +21,13 @@ test: $(STAMP)
 # The check table (mostly single-threaded compilation) runs beside the experiments.
 demo: $(STAMP)
 	mkdir -p results
-	$(PY) -m jaxbp.check > results/check_table.txt & check=$$!; \
+	$(PY) -m jaxbp.cases > results/check_table.txt & check=$$!; \
 	$(PY) -m experiments.run_all --quick; ran=$$?; \
 	wait $$check; checked=$$?; cat results/check_table.txt; \
 	$(PY) -m experiments.report --out results && test $$ran -eq 0 -a $$checked -eq 0
 
 check: $(STAMP)
-	$(PY) -m jaxbp.check
+	$(PY) -m jaxbp.cases
 
 # Every ratio benchmark, manual backward vs autodiff interleaved in one process: results/bench.json,
 # bench.png, bench.md; lists each ratio that moved > 10 % against docs/bench_results/bench.json.

@@ -27,4 +27,5 @@ EXPERIMENTS = [
     "experiments.graphs",
     "experiments.tree_arithmetic",
     "experiments.multitask",
+    "experiments.detection_floor",
 ]

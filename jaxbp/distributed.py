@@ -64,7 +64,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxbp.activations import Gelu
-from jaxbp.layer import Layer, as_shape, check_float_input, positive_int, serial
+from jaxbp.layer import Child, Layer, as_shape, check_float_input, positive_int, serial
 from jaxbp.layers import dense
 from jaxbp.losses import Loss
 
@@ -511,7 +511,13 @@ def data_parallel(model: Layer, *, axis_name: str = DATA) -> Layer:
         dparams, dx = model.backward(params, residuals, dy)
         return replicate_backward(dparams, axis_name), dx
 
-    return Layer(model.init, forward, backward, f"data_parallel({model.name}, {axis_name!r})")
+    def children(params, state, x, *, key=None, train=False):
+        if key is not None and axis_bound(axis_name):
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+        return (Child("data_parallel[0]", model, params, state, x, key),)
+
+    name = f"data_parallel({model.name}, {axis_name!r})"
+    return Layer(model.init, forward, backward, name, children)
 
 
 def _mean_over(tree, axis_name):

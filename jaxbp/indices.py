@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import contextvars
 import functools
 from collections.abc import Callable
 
@@ -42,7 +41,10 @@ import numpy as np
 from jax.experimental import checkify
 
 # True while a `checked` function is being traced: traced range checks become checkify checks.
-_CHECKED = contextvars.ContextVar("jaxbp_checked_indices", default=False)
+# A jit-cache-sensitive context, not a plain flag: a `jax.jit` function traced once without the
+# checks (a step called before it was wrapped) is traced again under `checked`, and the other
+# way round, instead of reusing a trace made in the other mode.
+_CHECKED = jax.make_user_context(default_value=False)
 
 
 def _message(name: str, what: str, low: int, high: int, ndim: int) -> str:
@@ -59,7 +61,7 @@ def check_range(name: str, what: str, values, low: int, high: int) -> None:
     values: a `checkify` check inside `checked`, nothing otherwise (see the module docstring).
     """
     if isinstance(values, jax.core.Tracer):
-        if _CHECKED.get():
+        if _CHECKED.value:
             _traced_check(name, what, values, low, high)
         return
     values = np.asarray(values)
@@ -90,17 +92,15 @@ def checked(fn: Callable) -> Callable:
 
     Works with and under `jax.jit`: `jax.jit(checked(step))`. `err.throw()` raises the first
     failed check (a `checkify.JaxRuntimeError` carrying the same message as the ValueError
-    raised outside jit); `err.get()` is that message or None. Put `checked` outermost within
-    the jitted function (a jit inside it is traced with the checks on and cached that way).
+    raised outside jit); `err.get()` is that message or None. `fn` may be jitted and may
+    have run before: its jit caches are keyed on whether the checks are on, so a trace made
+    without them is never reused here (nor one made here outside `checked`).
     """
     with_errors = checkify.checkify(fn, errors=checkify.user_checks)
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        token = _CHECKED.set(True)
-        try:
+        with _CHECKED(True):
             return with_errors(*args, **kwargs)
-        finally:
-            _CHECKED.reset(token)
 
     return run

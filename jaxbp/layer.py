@@ -43,14 +43,36 @@ Shape = tuple[int, ...]
 
 
 class Layer(NamedTuple):
-    """Three pure functions (`init`, `forward`, `backward`), a name used in error messages and
-    `config`, the constructor's hyperparameters as (name, value) pairs (hashable): dict(config)."""
+    """Three pure functions (`init`, `forward`, `backward`), a name used in error messages,
+    for a combinator `children`, and `config`.
+
+    `children(params, state, x, *, key=None, train=False) -> tuple[Child, ...]` lists the
+    layers a combinator is made of, each with the params, state, input and key its forward
+    gets from the combinator's (for `serial`, child i's input is child i−1's output). It is
+    None for a layer that is not made of layers. `jaxbp.check` walks it to name the first
+    layer whose own backward is wrong.
+
+    `config` is the constructor's hyperparameters as (name, value) pairs (hashable):
+    dict(config), for tools that need them (e.g. `jaxbp.generate` reads a GPT's).
+    """
 
     init: Callable[..., tuple[Shape, Any, Any]]
     forward: Callable[..., tuple[Any, Any, Any]]
     backward: Callable[..., tuple[Any, Any]]
     name: str = "Layer"
+    children: Callable[..., tuple[Child, ...]] | None = None
     config: Any = None
+
+
+class Child(NamedTuple):
+    """One layer inside a combinator, with what the combinator's forward feeds it."""
+
+    path: str  # e.g. "serial[3]": the combinator's kind and the child's place in it
+    layer: Layer
+    params: Any
+    state: Any
+    x: Any  # the child's input, computed by the combinator's forward from its own input
+    key: Any  # the PRNG key the child's forward gets (None without one)
 
 
 # ---------------------------------------------------------------- helpers for layer authors
@@ -117,6 +139,15 @@ def check_per_layer(name: str, params, state, n: int) -> None:
             )
 
 
+def chain_children(kind: str, layers, params, state, x, keys, train) -> tuple[Child, ...]:
+    """The children of a chain y = f_n(... f_1(x)): child i gets f_(i−1)'s output."""
+    children = []
+    for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys)):
+        children.append(Child(f"{kind}[{i}]", layer, p, s, x, k))
+        x = layer.forward(p, s, x, key=k, train=train)[0]
+    return tuple(children)
+
+
 def serial(*layers: Layer, name: str | None = None) -> Layer:
     """Compose layers in sequence: y = f_L(... f_2(f_1(x))).
 
@@ -163,7 +194,11 @@ def serial(*layers: Layer, name: str | None = None) -> Layer:
             dparams[i], delta = layers[i].backward(params[i], residuals[i], delta)
         return tuple(dparams), delta
 
-    return Layer(init, forward, backward, name)
+    def children(params, state, x, *, key=None, train=False):
+        keys = split_key(key, len(layers))
+        return chain_children("serial", layers, params, state, x, keys, train)
+
+    return Layer(init, forward, backward, name, children)
 
 
 def residual(layer: Layer, *, name: str | None = None) -> Layer:
@@ -193,7 +228,10 @@ def residual(layer: Layer, *, name: str | None = None) -> Layer:
         dparams, dx_inner = layer.backward(params, residuals, dy)
         return dparams, dy + dx_inner
 
-    return Layer(init, forward, backward, name)
+    def children(params, state, x, *, key=None, train=False):
+        return (Child("residual[0]", layer, params, state, x, key),)
+
+    return Layer(init, forward, backward, name, children)
 
 
 def parallel(*layers: Layer, name: str | None = None) -> Layer:
@@ -236,4 +274,10 @@ def parallel(*layers: Layer, name: str | None = None) -> Layer:
             dx = dxi if dx is None else dx + dxi
         return tuple(dparams), dx
 
-    return Layer(init, forward, backward, name)
+    def children(params, state, x, *, key=None, train=False):
+        heads = zip(layers, params, state, split_key(key, len(layers)))
+        return tuple(
+            Child(f"parallel[{i}]", layer, p, s, x, k) for i, (layer, p, s, k) in enumerate(heads)
+        )
+
+    return Layer(init, forward, backward, name, children)

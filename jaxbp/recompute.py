@@ -85,7 +85,7 @@ import jax.extend
 import jax.numpy as jnp
 from jax import lax
 
-from jaxbp.layer import Layer, as_shape, positive_int, split_key
+from jaxbp.layer import Child, Layer, as_shape, chain_children, positive_int, split_key
 
 ISOLATIONS = ("cond", "barrier")
 
@@ -163,7 +163,10 @@ def remat(layer: Layer, *, isolation: str = "cond", name: str | None = None) -> 
 
         return layer.backward(params, isolated(rerun, r.x, dy, isolation), dy)
 
-    return Layer(layer.init, forward, backward, name)
+    def children(params, state, x, *, key=None, train=False):
+        return (Child("remat[0]", layer, params, state, x, key),)
+
+    return Layer(layer.init, forward, backward, name, children)
 
 
 # ------------------------------------------------------------------------- schedule plans
@@ -422,4 +425,8 @@ def remat_sequence(
         dx = _reverse(chain, plan, r.x, r.stored, dy, dparams)
         return tuple(dparams), dx
 
-    return Layer(init, forward, backward, name)
+    def children(params, state, x, *, key=None, train=False):
+        keys = split_key(key, n)
+        return chain_children("remat_sequence", layers, params, state, x, keys, train)
+
+    return Layer(init, forward, backward, name, children)

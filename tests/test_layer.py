@@ -147,3 +147,64 @@ def test_dtype_follows_params_in_float32(key):
     dparams, dx = net.backward(params, res, jnp.ones_like(y))
     assert y.dtype == dx.dtype == jnp.float32
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(dparams))
+
+
+# ------------------------------------------- children: what check.locate walks to blame a layer
+
+
+def test_a_four_field_layer_has_no_children():
+    layer = jaxbp.Layer(lambda k, s: (s, (), ()), None, None, "Plain")
+    assert layer.children is None and jaxbp.Dense(2).children is None
+
+
+def _off_by(layer):
+    def backward(params, residuals, dy):
+        dparams, dx = layer.backward(params, residuals, dy)
+        return jax.tree.map(lambda g: 1.01 * g, dparams), jax.tree.map(lambda g: 1.01 * g, dx)
+
+    return layer._replace(backward=backward)
+
+
+def _graph():
+    from jaxbp import layers
+
+    return layers.batch_graphs([(np.linspace(0, 1, 6).reshape(3, 2), [[0, 1], [2, 1]])], float)
+
+
+COMBINATORS = {  # name -> (network with one wrong Dense, input shape, input, expected path)
+    "remat": (lambda d: jaxbp.remat(d), (2,), None, "remat[0]"),
+    "remat_sequence": (
+        lambda d: jaxbp.remat_sequence(jaxbp.Tanh(), d, jaxbp.Tanh()),
+        (2,),
+        None,
+        "remat_sequence[1]",
+    ),
+    "bidirectional": (
+        lambda d: jaxbp.bidirectional(jaxbp.serial(jaxbp.Tanh(), d)),  # per step: no scan
+        (3, 2),
+        None,
+        "bidirectional[0].serial[1]",
+    ),
+    "node_map": (lambda d: jaxbp.layers.node_map(d), (2,), _graph, "node_map[0]"),
+    "data_parallel": (
+        lambda d: jaxbp.distributed.data_parallel(jaxbp.serial(jaxbp.Relu(), d)),
+        (2,),
+        None,
+        "data_parallel[0].serial[1]",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", COMBINATORS)
+def test_every_combinator_lets_the_check_name_its_wrong_child(name):
+    from jaxbp import check
+
+    make, in_shape, x, path = COMBINATORS[name]
+    dense = jaxbp.Dense(2)
+    x = None if x is None else x()
+    report = check.check_layer(
+        make(_off_by(dense)), in_shape, x=x, batch=2, finite_diff=False, raise_on_fail=False
+    )
+    assert not report.ok and report.culprit == f"{path} ({dense.name})", str(report)
+    right = check.check_layer(make(dense), in_shape, x=x, batch=2, finite_diff=False)
+    assert right.ok and not right.culprit

@@ -15,15 +15,13 @@ import jax.numpy as jnp
 import pytest
 
 from jaxbp import check
-from jaxbp.cases import CASES
+from jaxbp.cases import CASES, run_case
 from jaxbp.layers import recurrent
 
 CASE = {c.name: c for c in CASES}
 
 
-# The example hypothesis draws for tests/test_registry.py::test_case (derandomize=True, one
-# example: the simplest one). Calling the undecorated test at it avoids hypothesis shrinking a
-# failure we want.
+# The first draw of tests/test_registry.py::test_case (seed 0, batch 1).
 REGISTRY_DRAW = dict(seed=0, batch=1)
 
 
@@ -32,7 +30,7 @@ def _registry_test_case():
     spec = importlib.util.spec_from_file_location("registry_under_mutation", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.test_case.hypothesis.inner_test
+    return module.check_case
 
 
 def _negating(op, position):
@@ -61,7 +59,7 @@ def test_the_registry_fails_when_a_state_gradient_is_negated(monkeypatch, op, po
     test_case = _registry_test_case()
     monkeypatch.setattr(recurrent, op, _negating(getattr(recurrent, op), position))
     with pytest.raises(AssertionError, match=r"x\['[hc]0'\].*FAIL"):
-        test_case(case=CASE[case], mode="f64-jit", **REGISTRY_DRAW)
+        test_case(CASE[case], "f64-jit", REGISTRY_DRAW["seed"])
 
 
 def _negate_every_gradient(monkeypatch):
@@ -89,7 +87,7 @@ def _negate_every_gradient(monkeypatch):
 )
 def test_every_returned_gradient_is_compared_and_caught(monkeypatch, case, inputs):
     _negate_every_gradient(monkeypatch)
-    report = check.run_case(
+    report = run_case(
         CASE[case], **REGISTRY_DRAW, dtype=jnp.float64, finite_diff=False, raise_on_fail=False
     )
     compared = {r.leaf for r in report.results}

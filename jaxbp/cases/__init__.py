@@ -11,7 +11,7 @@ from jaxbp.cases import (
     recurrent,
     structured,
 )
-from jaxbp.cases.base import Case, layer_case, loss_case, model_case
+from jaxbp.cases.base import Case, draw_batch, layer_case, loss_case, model_case, run_case
 
 CASES: list[Case] = [
     *core.CASES,
@@ -24,4 +24,4 @@ CASES: list[Case] = [
     *distributed.CASES,
 ]
 
-__all__ = ["CASES", "Case", "layer_case", "loss_case", "model_case"]
+__all__ = ["CASES", "Case", "draw_batch", "layer_case", "loss_case", "model_case", "run_case"]

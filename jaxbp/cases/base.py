@@ -1,7 +1,8 @@
 """Registry entries: how to build a random instance of a layer, loss or model and check it.
 
-A `Case` draws its hyperparameters and shapes from a NumPy generator, so the same case serves
-the hypothesis tests (random seeds, random batch sizes) and the fixed-seed CLI table.
+A `Case` draws its hyperparameters and shapes from a NumPy generator seeded by one integer,
+the draw's seed: the registry test checks each case at a few fixed seeds, `python -m
+jaxbp.cases --draws N --seed S` at N more, and any seed replays alone.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxbp import check
@@ -21,6 +24,28 @@ class Case(NamedTuple):
     # leaves whose gradient is zero by construction (a single-node tree has no children to
     # send anything to U): the registry accepts them in `Report.untested`, no others
     zero_leaves: tuple[str, ...] = ()
+
+
+BATCHES = (1, 2, 5, 3)  # draw i's batch size: BATCHES[seed % 4] (1 = the simplest draw)
+
+
+def draw_batch(seed: int) -> int:
+    """The batch size of the draw at `seed` (a function of the seed, so a seed replays)."""
+    return BATCHES[seed % len(BATCHES)]
+
+
+def run_case(case: Case, *, seed=0, batch=None, dtype=jnp.float64, jit=False, **kwargs):
+    """Check one case at the draw `seed` (batch `draw_batch(seed)` unless given); a Report.
+
+    The draw's shapes, hyperparameters and values all come from `np.random.default_rng(seed)`;
+    float64 runs with x64 enabled. `kwargs` go to the check (finite_diff, raise_on_fail, ...).
+    """
+    batch = draw_batch(seed) if batch is None else batch
+    rng = np.random.default_rng(seed)
+    if jnp.dtype(dtype) == jnp.float64:
+        with jax.enable_x64(True):
+            return case.run(rng, batch=batch, dtype=dtype, jit=jit, **kwargs)
+    return case.run(rng, batch=batch, dtype=dtype, jit=jit, **kwargs)
 
 
 def _seed(rng: np.random.Generator) -> int:

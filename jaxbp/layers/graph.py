@@ -71,7 +71,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp import init as initializers
-from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
+from jaxbp.indices import check_range
+from jaxbp.layer import Child, Layer, as_shape, check_float_input, positive_int
 
 # ------------------------------------------------------------------ sparse building blocks
 
@@ -121,29 +122,16 @@ def gcn_norm(src, dst, n: int, dtype):
 # ------------------------------------------------------------------------ structure checks
 
 
-def _is_concrete(a) -> bool:
-    return not isinstance(a, jax.core.Tracer)
-
-
 def check_index_array(name: str, what: str, ids, upper: int, lower: int = 0) -> None:
-    """TypeError unless `ids` is integer; outside jit, ValueError unless lower ≤ ids < upper."""
+    """TypeError unless `ids` is integer; ValueError unless lower ≤ ids < upper (outside jit;
+    under `jaxbp.indices.checked` a checkify error)."""
     dtype = jnp.result_type(ids)
     if not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(
             f"{name}: {what} must be integers, got dtype {dtype} with shape {jnp.shape(ids)}; "
             f"cast them, e.g. edges.astype(jnp.int32)"
         )
-    if not _is_concrete(ids) or jnp.size(ids) == 0:
-        return
-    values = np.asarray(ids)
-    bad = np.argwhere((values < lower) | (values >= upper))
-    if bad.size:
-        rows = [tuple(int(i) for i in b) for b in bad[:3]]
-        shown = ", ".join(f"{what}[{', '.join(map(str, r))}] = {values[r]}" for r in rows)
-        raise ValueError(
-            f"{name}: {what} must lie in [{lower}, {upper}), got {shown}"
-            + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
-        )
+    check_range(name, what, ids, lower, upper)
 
 
 def check_graph(name: str, g, in_dim: int | None = None, readout: bool = False) -> None:
@@ -396,7 +384,10 @@ def node_map(layer: Layer) -> Layer:
         dparams, dh = layer.backward(params, residuals, dg["x"])
         return dparams, _graph_cotangent(dg, dh)
 
-    return Layer(init_layer, forward_layer, backward_layer, name)
+    def children(params, state, g, *, key=None, train=False):
+        return (Child("node_map[0]", layer, params, state, g["x"], key),)
+
+    return Layer(init_layer, forward_layer, backward_layer, name, children)
 
 
 def Nodes() -> Layer:
@@ -467,12 +458,15 @@ def batch_graphs(graphs, dtype=np.float32) -> dict:
     """Disjoint union of graphs given as (x (n_i, F), edges (e_i, 2)) pairs, as NumPy arrays.
 
     Node indices of graph i are offset by n_0 + ... + n_(i−1); "graph" says which graph each
-    node came from and "sizes" how many nodes each has (the readout's G and |g|).
+    node came from and "sizes" how many nodes each has (the readout's G and |g|). Each graph's
+    edges must lie in [0, n_i) (ValueError otherwise: an edge past its own graph would join
+    two graphs of the batch).
     """
     xs, edges, graph, offset = [], [], [], 0
     for i, (x, e) in enumerate(graphs):
         x = np.asarray(x, dtype)
         e = np.asarray(e, np.int32).reshape(-1, 2)
+        check_range("batch_graphs", f"node of graph {i}'s edges", e, 0, x.shape[0])
         xs.append(x)
         edges.append(e + offset)
         graph.append(np.full(x.shape[0], i, np.int32))

@@ -62,7 +62,7 @@ from jax import lax
 
 from jaxbp import init as initializers
 from jaxbp.activations import Relu, Tanh
-from jaxbp.layer import Layer, as_shape, check_float_input, positive_int
+from jaxbp.layer import Child, Layer, as_shape, check_float_input, positive_int
 from jaxbp.precision import accumulation_dtype
 
 # ------------------------------------------------------------------------------- helpers
@@ -936,4 +936,12 @@ def bidirectional(layer: Layer) -> Layer:
         dp_bwd, dx_bwd = layer.backward(params["backward"], r_bwd, dy_bwd)
         return {"forward": dp_fwd, "backward": dp_bwd}, _join_directions(given, dx_fwd, dx_bwd)
 
-    return Layer(init, forward, backward, name)
+    def children(params, state, x, *, key=None, train=False):
+        x_fwd, x_bwd, _ = _split_directions(name, x)
+        k_fwd, k_bwd = (None, None) if key is None else tuple(jax.random.split(key))
+        return (
+            Child("bidirectional[0]", layer, params["forward"], state["forward"], x_fwd, k_fwd),
+            Child("bidirectional[1]", layer, params["backward"], state["backward"], x_bwd, k_bwd),
+        )
+
+    return Layer(init, forward, backward, name, children)

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp import init as initializers
+from jaxbp.indices import check_range
 from jaxbp.layer import Layer, as_shape, positive_int, split_key
 from jaxbp.layers import embedding
 from jaxbp.layers.norm import layer_norm_backward, layer_norm_forward
@@ -100,7 +101,7 @@ def gpt_backward(blocks, params, residuals, dlogits):
     return dparams, None
 
 
-def _check_ids(name, ids, max_len):
+def _check_ids(name, ids, vocab_size, max_len):
     dtype = jnp.result_type(ids)
     if not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(
@@ -110,6 +111,7 @@ def _check_ids(name, ids, max_len):
     if jnp.ndim(ids) != 2 or jnp.shape(ids)[1] < 1:
         raise ValueError(f"{name}: expected ids of shape (batch, time >= 1), got {jnp.shape(ids)}")
     check_length(name, jnp.shape(ids)[1], max_len, jnp.shape(ids))
+    check_range(name, "token id", ids, 0, vocab_size)
 
 
 def GPT(
@@ -151,7 +153,7 @@ def GPT(
         return (in_shape[0], vocab_size), params, state
 
     def forward(params, state, ids, *, key=None, train=False):
-        _check_ids(name, ids, max_len)
+        _check_ids(name, ids, vocab_size, max_len)
         return gpt_forward(blocks, params, state, ids, key=key, train=train)
 
     def backward(params, residuals, dlogits):
