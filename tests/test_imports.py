@@ -18,7 +18,6 @@ PACKAGES = ("jaxbp", "experiments")
 # once they are merged: `test_pending_edges_are_still_there` fails as soon as one is gone.
 PENDING = {
     ("jaxbp.train", "jaxbp.distributed"),
-    ("jaxbp.check", "jaxbp.cases"),
 }
 
 
