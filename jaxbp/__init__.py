@@ -16,11 +16,15 @@ from jaxbp import (
     indices,
     init,
     layers,
+    loop,
     losses,
+    metrics,
     models,
     optim,
+    pipeline,
     precision,
     recompute,
+    step,
     train,
 )
 from jaxbp.activations import (
@@ -72,7 +76,8 @@ from jaxbp.losses import Loss
 from jaxbp.models import GPT, MLP, value_and_grad
 from jaxbp.precision import dynamic_loss_scale
 from jaxbp.recompute import checkpointed, remat
-from jaxbp.train import fit, make_train_step
+from jaxbp.step import TrainState, init_train_state, make_train_step
+from jaxbp.train import DivergenceError, FitResult, fit
 
 __version__ = "0.1.0"
 
@@ -140,7 +145,15 @@ __all__ = [
     "data",
     "distributed",
     "dynamic_loss_scale",
+    "DivergenceError",
+    "FitResult",
+    "TrainState",
     "fit",
+    "init_train_state",
+    "loop",
+    "metrics",
+    "pipeline",
+    "step",
     "indices",
     "init",
     "layers",

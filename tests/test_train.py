@@ -125,15 +125,16 @@ def test_make_train_step_rejects_bad_steps_per_call():
 # ------------------------------------------------------------------------------------ fit
 
 
-def _fit(digits, tmp_path=None, **kw):
+def _fit(digits, tmp_path=None, *, schedule=(), checkpoint_dir=None, **kw):
+    """fit on digits; `schedule` holds Schedule fields over the defaults below."""
     (x, y), (xt, yt) = digits
     args = dict(
         key=jax.random.key(0),
         steps=60,
         batch_size=32,
         eval_data=(xt, yt),
-        eval_every=30,
-        log_every=10,
+        schedule=train.Schedule(**{"eval_every": 30, "log_every": 10, **dict(schedule)}),
+        checkpoint=train.CheckpointOptions(checkpoint_dir),
         progress=False,
     )
     args.update(kw)
@@ -142,7 +143,9 @@ def _fit(digits, tmp_path=None, **kw):
 
 
 def test_fit_learns_and_writes_history_and_checkpoints(digits, tmp_path, capsys):
-    result = _fit(digits, checkpoint_dir=tmp_path, checkpoint_every=20, steps=80, progress=True)
+    result = _fit(
+        digits, checkpoint_dir=tmp_path, schedule={"checkpoint_every": 20}, steps=80, progress=True
+    )
     assert result.step == 80
     history = json.loads((tmp_path / "history.json").read_text())
     assert history == json.loads(json.dumps(result.history))
@@ -158,12 +161,12 @@ def test_fit_learns_and_writes_history_and_checkpoints(digits, tmp_path, capsys)
 
 def test_fit_with_k_steps_per_call_gives_the_same_run(digits):
     one = _fit(digits, steps=60)
-    ten = _fit(digits, steps=60, steps_per_call=10)
+    ten = _fit(digits, steps=60, schedule={"steps_per_call": 10})
     assert ten.step == 60
     for a, b in zip(jax.tree.leaves(ten.params), jax.tree.leaves(one.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
     with pytest.raises(ValueError, match="multiple of steps_per_call"):
-        _fit(digits, steps_per_call=7)
+        _fit(digits, schedule={"steps_per_call": 7})
 
 
 def test_fit_is_deterministic(digits):
@@ -177,7 +180,7 @@ def test_fit_is_deterministic(digits):
 
 def test_fit_custom_metric(digits):
     mae = lambda pred, y: jnp.mean(jnp.abs(jnp.argmax(pred, -1) - y))
-    result = _fit(digits, metric=mae, metric_name="mae", steps=30)
+    result = _fit(digits, evaluation=train.EvalOptions(mae, "mae"), steps=30)
     assert set(result.history["eval"][-1]) == {"step", "loss", "mae"}
 
 
@@ -192,9 +195,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
             ((x, y), test),
             tmp_path,
             steps=20,
-            log_every=2,
+            schedule={"log_every": 2, "checkpoint_every": 2},
             checkpoint_dir=tmp_path,
-            checkpoint_every=2,
         )
     assert info.value.step == 3 and info.value.leaf == "params[0]['W']"
     assert [p.name for p in checkpoint.all_checkpoints(tmp_path)] == ["ckpt-000000002.npz"]
@@ -211,8 +213,9 @@ def _data_key(seed):
 
 def test_resume_from_a_checkpoint_in_process(digits, tmp_path):
     full = _fit(digits, steps=60)
-    _fit(digits, tmp_path, steps=40, checkpoint_dir=tmp_path, checkpoint_every=20)
-    resumed = _fit(digits, tmp_path, steps=60, checkpoint_dir=tmp_path, checkpoint_every=20)
+    every20 = {"checkpoint_every": 20}
+    _fit(digits, tmp_path, steps=40, checkpoint_dir=tmp_path, schedule=every20)
+    resumed = _fit(digits, tmp_path, steps=60, checkpoint_dir=tmp_path, schedule=every20)
     _leaves_equal(resumed.train_state, full.train_state)
     assert resumed.history["train"] == [
         {**r, "time": r2["time"]}
@@ -257,7 +260,7 @@ def test_killed_run_resumes_to_bitwise_the_same_params(tmp_path):
 def test_fit_with_more_steps_per_call_than_an_epoch(digits):
     (x, y), _ = digits
     small = ((x[:64], y[:64]), (x[:64], y[:64]))  # 2 steps per epoch
-    one = _fit(small, steps=20, eval_every=10)
-    many = _fit(small, steps=20, eval_every=10, log_every=5, steps_per_call=5)
+    one = _fit(small, steps=20, schedule={"eval_every": 10})
+    many = _fit(small, steps=20, schedule={"eval_every": 10, "log_every": 5, "steps_per_call": 5})
     for a, b in zip(jax.tree.leaves(many.params), jax.tree.leaves(one.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
