@@ -78,10 +78,16 @@ def has_integers(data) -> bool:
 
 
 def check_data(where: str, model: Layer, loss: Loss, params, state, data, batch_size=1024):
-    """Run the layers' and the loss's own boundary checks once on every row of `data`: the
-    forward and the loss, compiled under `indices.checked`, chunk by chunk. A chunk that fails
-    is run again outside jit, so the ValueError carries the layer's own message (its index
-    counted within the chunk, named by its rows)."""
+    """Run the layers' and the loss's own boundary checks once on every row of `data`.
+
+    Rows `(x, y)`: the forward and the loss compiled under `indices.checked`, chunk by chunk;
+    a chunk that fails is run again outside jit, so that the ValueError carries the layer's
+    own message (its index counted within the chunk, whose rows it names). Pre-made batches
+    (each of its own shape, so each would compile anew): every batch outside jit."""
+    if pipeline.is_batch_list(data):
+        for i, batch in enumerate(data):
+            _check_eagerly(f"{where} batch {i}", model, loss, params, state, *batch)
+        return
     try:
         forward = _checked_forward(model, loss)
     except TypeError:  # an unhashable model or loss: compile without the cache
@@ -90,12 +96,17 @@ def check_data(where: str, model: Layer, loss: Loss, params, state, data, batch_
     for x, y, rows in pipeline.eval_batches(data, batch_size):
         err, _ = forward(params, state, x, y)
         if err.get() is not None:
-            try:
-                loss.forward(model.forward(params, state, x, train=False)[0], y)
-            except ValueError as e:
-                raise ValueError(f"{where} rows {start}..{start + rows - 1}: {e}") from None
-            raise ValueError(f"{where} rows {start}..{start + rows - 1}: {err.get()}")
+            named = f"{where} rows {start}..{start + rows - 1}"
+            _check_eagerly(named, model, loss, params, state, x, y)
+            raise ValueError(f"{named}: {err.get()}")
         start += rows
+
+
+def _check_eagerly(where, model, loss, params, state, x, y):
+    try:
+        loss.forward(model.forward(params, state, x, train=False)[0], y)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 @functools.lru_cache(maxsize=8)

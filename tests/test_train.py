@@ -16,6 +16,7 @@ import pytest
 
 import jaxbp
 from jaxbp import checkpoint, data, losses, optim, train
+from jaxbp import loop as train_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -264,3 +265,124 @@ def test_fit_with_more_steps_per_call_than_an_epoch(digits):
     many = _fit(small, steps=20, schedule={"eval_every": 10, "log_every": 5, "steps_per_call": 5})
     for a, b in zip(jax.tree.leaves(many.params), jax.tree.leaves(one.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+# ------------------------------------------------------------- checks before the first step
+
+
+def test_fit_refuses_a_bad_label_before_training_with_the_loss_message(digits):
+    """One training label 10 of 10 classes: ValueError before any step, carrying the message
+    the loss raises outside jit on the same labels; the same for the evaluation labels."""
+    (x, y), (xt, yt) = digits
+    bad = y.copy()
+    bad[7] = 10
+    with pytest.raises(ValueError) as outside:
+        LOSS.forward(jnp.zeros((len(x), 10)), bad)
+    calls = []
+    with pytest.raises(ValueError) as inside:
+        _fit(((x, bad), (xt, yt)), callbacks=[calls.append])
+    assert str(inside.value) == f"fit: train_data rows 0..399: {outside.value}"
+    assert "label 10 at index (7,)" in str(inside.value) and calls == []  # before any step
+    bad_eval = yt.copy()
+    bad_eval[3] = -1
+    with pytest.raises(ValueError, match=r"fit: eval_data rows 0..199: .*label -1 at index \(3,\)"):
+        _fit(((x, y), (xt, bad_eval)), callbacks=[calls.append])
+    assert calls == []
+
+
+# ---------------------------------------------------------------------------- pytree data
+
+
+def test_fit_takes_pytree_targets_and_resumes(tmp_path):
+    """A VAE: inputs x, targets (x, None) (the Bernoulli term's x, the KL term's nothing) —
+    batched, shuffled, evaluated and checkpointed; a resumed run ends bitwise equal."""
+    from jaxbp.models import autoencoder as ae
+
+    x = (np.random.default_rng(0).random((48, 6)) > 0.5).astype(np.float64)
+    vae = ae.VAE(jaxbp.MLP([8], 4), jaxbp.MLP([8], 6))
+    kw = dict(
+        key=jax.random.key(0),
+        batch_size=16,
+        eval_data=(x, (x, None)),
+        evaluation=train.EvalOptions(metric=None, batch_size=20),
+        schedule=train.Schedule(log_every=2, checkpoint_every=4),
+        checkpoint=train.CheckpointOptions(tmp_path),
+        progress=False,
+    )
+    opt = optim.adam(1e-2)
+    full = train.fit(vae, ae.vae_loss(), opt, (x, (x, None)), steps=8, **kw)
+    assert full.step == 8 and [r["step"] for r in full.history["eval"]] == [8]
+    assert full.history["train"][-1]["loss"] < full.history["train"][0]["loss"]
+    checkpoint.path_for(tmp_path, 8).unlink()  # as if killed after step 4
+    resumed = train.fit(vae, ae.vae_loss(), opt, (x, (x, None)), steps=8, **kw)
+    _leaves_equal(resumed.train_state, full.train_state)
+
+
+def _graphs(n_graphs=8, seed=0):
+    from jaxbp.layers import graph
+
+    rng = np.random.default_rng(seed)
+    pairs, labels = [], []
+    for i in range(n_graphs):
+        n = 3 + i % 3
+        ring = [[j, (j + 1) % n] for j in range(n)]
+        edges = np.array(ring + [[b, a] for a, b in ring])
+        pairs.append((rng.normal(size=(n, 4)) + (i % 2), edges))
+        labels.append(i % 2)
+    labels = np.array(labels, np.int32)
+    return [
+        (graph.batch_graphs(pairs[i : i + 2], np.float64), labels[i : i + 2])
+        for i in range(0, 8, 2)
+    ]
+
+
+def test_fit_takes_a_list_of_graph_batches_and_refuses_a_graph_as_rows():
+    batches = _graphs()
+    net = jaxbp.serial(jaxbp.GCN(8), jaxbp.GraphReadout(), jaxbp.Dense(2))
+    kw = dict(key=jax.random.key(0), steps=8, progress=False)
+    result = train.fit(net, LOSS, optim.adam(3e-2), batches, eval_data=batches, **kw)
+    assert result.step == 8 and 0 <= result.history["eval"][-1]["accuracy"] <= 1
+    with pytest.raises(ValueError, match=r"do not share one row count .*list of pre-made"):
+        train.fit(net, LOSS, optim.adam(3e-2), batches[0], **kw)
+    bad = [(dict(batches[0][0], edges=batches[0][0]["edges"] + 100), batches[0][1])]
+    with pytest.raises(ValueError, match="fit: train_data batch 0: GCN"):
+        train.fit(net, LOSS, optim.adam(3e-2), bad, **kw)  # edge ids checked once, too
+
+
+def test_graph_init_takes_a_dict_of_shapes_or_says_what_it_takes(key):
+    net = jaxbp.serial(jaxbp.GCN(8), jaxbp.GraphReadout(), jaxbp.Dense(2))
+    shapes = {"x": (4,), "edges": (2,), "graph": (), "sizes": ()}
+    out_shape, params, _ = net.init(key, shapes)
+    assert out_shape == (2,) and params[0]["W"].shape == (4, 8)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, params, net.init(key, (4,))[1]))
+    with pytest.raises(ValueError, match=r"GCN.*per-node feature shape under 'x'"):
+        net.init(key, {"nodes": (4,)})
+    with pytest.raises(TypeError, match="in_shape must be a per-example shape"):
+        jaxbp.Dense(3).init(key, "4")
+
+
+# --------------------------------------------------------------------------- the public loop
+
+
+def test_loop_runs_a_custom_step_with_callbacks():
+    """The loop calls the step on each batch (K steps per call, the last call shorter) and
+    the callbacks after each call; `every` fires on multiples and at the end; an iterable of
+    batches that runs out is an error naming the step."""
+    seen, at = [], []
+    step_fn = lambda s, batch: (s + sum(batch), len(batch))
+    state = train_loop.loop(
+        step_fn,
+        0,
+        lambda step, count: list(range(step, step + count)),
+        steps=10,
+        steps_per_call=4,
+        callbacks=[
+            lambda t: seen.append((t.step, t.out)),
+            train_loop.every(8, lambda t: at.append(t.step)),
+        ],
+    )
+    assert state == sum(range(10)) and seen == [(4, 4), (8, 4), (10, 2)] and at == [8, 10]
+    with pytest.raises(ValueError, match="ran out at step 2"):
+        train_loop.loop(lambda s, b: (s, b), 0, iter([1, 2]), steps=3)
+    with pytest.raises(ValueError, match="steps_per_call must be an int >= 1"):
+        train_loop.loop(step_fn, 0, iter([]), steps=3, steps_per_call=0)
