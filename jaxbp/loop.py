@@ -35,6 +35,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 
+class Stop(Exception):
+    """Raised by a callback to end the loop after the current call (early stopping); `loop`
+    then returns the state as it is."""
+
+
 class Tick(NamedTuple):
     """What a callback sees after each call of the step.
 
@@ -66,7 +71,7 @@ def loop(
     """Run `state, out = step_fn(state, batch)` from step `start` until `steps` steps are
     done, `steps_per_call` steps per call (the last call may do fewer: `batches(step, count)`
     is told how many), calling every callback with a `Tick` after each call. Returns the
-    final state. A callback stops the loop by raising."""
+    final state. A callback ends the loop early by raising `Stop`."""
     for name, value, low in (
         ("steps", steps, 0),
         ("start", start, 0),
@@ -82,8 +87,11 @@ def loop(
         state, out = step_fn(state, draw(step, count))
         step += count
         tick = Tick(step, steps, state, out)
-        for callback in callbacks:
-            callback(tick)
+        try:
+            for callback in callbacks:
+                callback(tick)
+        except Stop:
+            break
     return state
 
 
