@@ -195,7 +195,7 @@ def fit(
     plan = _plan(steps, schedule, eval_data is not None, checkpoint)
     run.config["steps_per_call"] = plan.schedule.steps_per_call
     state, data_key, history = _restore(plan, run.state, run.data_key, run.config)
-    run.check_data(state, "fit: train_data", train_data, evaluation.batch_size)
+    run.check_data(state, "fit: train_data", run.data, evaluation.batch_size)
     evaluator = None
     if eval_data is not None:
         eval_data = run.host_data(eval_data)
@@ -304,8 +304,8 @@ class _Run(NamedTuple):
         return pipeline.as_host(pipeline.split_pair("fit: data", data), float_dtype)
 
     def check_data(self, state, where, data, batch_size):
-        data = self.host_data(data) if data is not None else None
-        if data is not None and metrics.has_integers(data):
+        """The layers' and the loss's range checks, once, on host data holding integers."""
+        if metrics.has_integers(data):
             metrics.check_data(
                 where, self.model, self.loss, state.params, state.model_state, data, batch_size
             )

@@ -382,6 +382,20 @@ def test_loop_runs_a_custom_step_with_callbacks():
         ],
     )
     assert state == sum(range(10)) and seen == [(4, 4), (8, 4), (10, 2)] and at == [8, 10]
+
+    def stop_at_6(tick):
+        if tick.step >= 6:
+            raise train_loop.Stop
+
+    stopped = train_loop.loop(
+        step_fn,
+        0,
+        lambda step, count: [1] * count,
+        steps=10,
+        steps_per_call=3,
+        callbacks=[stop_at_6],
+    )
+    assert stopped == 6  # early stop after the call that reached step 6
     with pytest.raises(ValueError, match="ran out at step 2"):
         train_loop.loop(lambda s, b: (s, b), 0, iter([1, 2]), steps=3)
     with pytest.raises(ValueError, match="steps_per_call must be an int >= 1"):
