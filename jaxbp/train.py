@@ -321,7 +321,12 @@ class _Run(NamedTuple):
         step, or a window of rows gathered on the device by fit's compiled call."""
         args = (self.model, self.loss, self.optimizer, self.clip, self.compute, self.scaler)
         if pipeline.is_batch_list(self.data):
-            step = _cached(_batch_step, *args, self.mesh)
+            if self.mesh is not None:  # a graph batch's edges index all of its nodes
+                raise ValueError(
+                    "fit: pre-made batches cannot be split over a mesh's data axis; pass "
+                    "(x, y) rows with mesh=, or train pre-made batches on one device"
+                )
+            step = _cached(_batch_step, *args, None)
             return lambda state, batch: _with_axis(step(state, *batch))
         if self.mesh is not None:
             distributed.check_batch("fit", jnp.zeros(self.batch_size), self.mesh)
