@@ -35,7 +35,7 @@ import optax
 
 import jaxbp
 from experiments import common
-from jaxbp import checkpoint, losses
+from jaxbp import checkpoint, loop, losses
 
 THRESHOLD = 0.01
 BASELINE = 1 / 6
@@ -108,24 +108,41 @@ def train(cell, T, hidden, steps, batch, lr, clip, chunk, seed, settle=None, ckp
         first, crossed = meta["first"], meta["crossed"]
         print(f"    {cell} T={T}: resumed at step {meta['step']}", flush=True)
     t0 = time.perf_counter() - seconds_before
-    step = start * chunk
-    for i in range(start, steps // chunk):
-        params, opt_state, mse = run_chunk(params, opt_state, jax.random.fold_in(k_data, i))
-        step = (i + 1) * chunk
-        curve.append((step, float(mse)))
-        if crossed is None and float(mse) < THRESHOLD:
+    done = [start * chunk]
+
+    def record(tick):  # after each compiled chunk of `chunk` steps
+        nonlocal first, crossed
+        (params, opt_state), mse, step = tick.state, float(tick.out), tick.step
+        done[0] = step
+        curve.append((step, mse))
+        if crossed is None and mse < THRESHOLD:
             crossed = step
             first = first or step
-        elif crossed is not None and float(mse) >= THRESHOLD:
+        elif crossed is not None and mse >= THRESHOLD:
             crossed = None  # it rose again: the crossing did not hold
         if step % (10 * chunk) == 0:
-            print(f"    {cell} T={T} step {step}: MSE {float(mse):.4f}", flush=True)
+            print(f"    {cell} T={T} step {step}: MSE {mse:.4f}", flush=True)
             if ckpt_dir is not None:
                 meta = {"curve": curve, "first": first, "crossed": crossed,
                         "seconds": time.perf_counter() - t0}  # fmt: skip
                 checkpoint.save(ckpt_dir, step, (params, opt_state), metadata=meta, keep=2)
         if settle is not None and crossed is not None and step - crossed >= settle:
-            break
+            raise loop.Stop
+
+    def chunk_step(carry, key):
+        params, opt_state, mse = run_chunk(*carry, key)
+        return (params, opt_state), mse
+
+    params, opt_state = loop.loop(
+        chunk_step,
+        (params, opt_state),
+        lambda step, count: jax.random.fold_in(k_data, step // chunk),  # the chunk's key
+        steps=steps // chunk * chunk,
+        start=start * chunk,
+        steps_per_call=chunk,
+        callbacks=[record],
+    )
+    step = done[0]
     final = float(test_mse(params))
     seconds = time.perf_counter() - t0
     print(

@@ -30,7 +30,7 @@ import optax
 
 import jaxbp
 from experiments import common
-from jaxbp import optim, train
+from jaxbp import loop, optim, train
 
 FULL = dict(dim=128, layers=4, heads=4, ctx=128, batch=32, steps=2000, lr=2e-3, eval_every=200)
 QUICK = dict(dim=32, layers=2, heads=2, ctx=32, batch=16, steps=120, lr=3e-3, eval_every=40)
@@ -123,19 +123,31 @@ def train_model(name, model, train_ids, val, cfg, args, eval_batches):
         model, jaxbp.losses.token_cross_entropy(), opt, steps_per_call=chunk, clip_norm=1.0
     )
     rng = np.random.default_rng(args.seed)
-    curve, val_curve, train_time = [], [], 0.0
-    for done in range(0, cfg["steps"], chunk):
-        x, y = windows(train_ids, rng, (chunk, cfg["batch"]), cfg["ctx"])
+    curve, val_curve, seconds = [], [], []
+
+    def timed_step(ts, batch):  # one compiled call of `chunk` steps
         t0 = time.perf_counter()
-        ts, losses = step(ts, x, y)
+        ts, losses = step(ts, *batch)
         losses = np.asarray(losses)  # blocks until the chunk is done
-        train_time += time.perf_counter() - t0 if done else 0.0  # the first chunk compiles
-        curve.append([done + chunk, float(losses.mean())])
-        val_curve.append(
-            [done + chunk, evaluate(model, ts.params, ts.model_state, val, cfg, eval_batches)]
-        )
-        print(f"{name} step {done + chunk}: train {curve[-1][1]:.3f}  val {val_curve[-1][1]:.3f}"
+        seconds.append(time.perf_counter() - t0)
+        return ts, losses
+
+    def record(tick):
+        ts, done = tick.state, tick.step
+        curve.append([done, float(tick.out.mean())])
+        val_curve.append([done, evaluate(model, ts.params, ts.model_state, val, cfg, eval_batches)])
+        print(f"{name} step {done}: train {curve[-1][1]:.3f}  val {val_curve[-1][1]:.3f}"
               " nats/char", flush=True)  # fmt: skip
+
+    ts = loop.loop(
+        timed_step,
+        ts,
+        lambda done, count: windows(train_ids, rng, (chunk, cfg["batch"]), cfg["ctx"]),
+        steps=-(-cfg["steps"] // chunk) * chunk,  # whole chunks
+        steps_per_call=chunk,
+        callbacks=[record],
+    )
+    train_time = sum(seconds[1:])  # the first chunk compiles
     timed_steps = cfg["steps"] - chunk
     tps = timed_steps * cfg["batch"] * cfg["ctx"] / train_time if timed_steps else float("nan")
     return ts, {"train_curve": curve, "val_curve": val_curve, "tokens_per_s": tps,
@@ -218,11 +230,19 @@ def _curve(value_and_grad, opt, params, x, y):
         u, o = opt.update(g, o, p)
         return optax.apply_updates(p, u), o
 
-    o, curve = opt.init(params), []
-    for i in range(len(x)):
-        value, g = value_and_grad(params, x[i], y[i])
-        params, o = update(params, o, g)
-        curve.append(float(value))
+    def one_step(carry, batch):
+        params, o = carry
+        value, g = value_and_grad(params, *batch)
+        return update(params, o, g), value
+
+    curve = []
+    loop.loop(
+        one_step,
+        (params, opt.init(params)),
+        lambda i, count: (x[i], y[i]),
+        steps=len(x),
+        callbacks=[lambda tick: curve.append(float(tick.out))],
+    )
     return np.array(curve)
 
 

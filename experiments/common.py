@@ -87,14 +87,15 @@ def median_time(fn, *args, repeat: int = 20, warmup: int = 2) -> float:
 
 
 def adam_epochs(value_and_grad, params, x_train, *, seed, epochs, batch, lr):
-    """Adam over shuffled minibatches of `x_train`, one jit-compiled `lax.scan` per epoch.
+    """Adam over shuffled minibatches of `x_train`, one jit-compiled `lax.scan` per epoch,
+    run by the public loop (`jaxbp.loop.loop`, one call per epoch).
 
     `value_and_grad(params, x, key) -> (value, grads)` gets each batch and a fresh key (for
     noise or sampling). Returns the final params and the mean loss of each epoch."""
     import numpy as np
     import optax
 
-    from jaxbp import optim
+    from jaxbp import loop, optim
 
     opt = optim.adam(lr)
     x_train = jax.numpy.asarray(x_train)
@@ -115,10 +116,15 @@ def adam_epochs(value_and_grad, params, x_train, *, seed, epochs, batch, lr):
         carry, values = jax.lax.scan(step, carry, (perm.reshape(n_batches, batch), keys))
         return carry, values.mean()
 
-    carry, curve = (params, opt.init(params)), []
-    for i in range(epochs):
-        carry, value = epoch(carry, jax.random.key(seed * 100003 + i))
-        curve.append(float(value))
+    curve = []
+    carry = loop.loop(
+        epoch,
+        (params, opt.init(params)),
+        lambda step, count: jax.random.key(seed * 100003 + step // n_batches),  # epoch's key
+        steps=epochs * n_batches,
+        steps_per_call=n_batches,  # one compiled call per epoch
+        callbacks=[lambda tick: curve.append(float(tick.out))],
+    )
     return carry[0], np.asarray(curve)
 
 

@@ -21,7 +21,7 @@ import optax
 
 import jaxbp
 from experiments import common
-from jaxbp import optim
+from jaxbp import loop, optim
 from jaxbp.layer import Layer, as_shape
 from jaxbp.models import gan
 
@@ -153,19 +153,33 @@ def train_ring(variant: Variant, seed, steps, batch, z_dim, hidden, log_every):
     chunk = make_train_chunk(G, D, opt, sample_ring, batch, z_dim)
     z_eval = jax.random.normal(k_eval, (2500, z_dim))
     history = {"step": [], "loss_d": [], "loss_g": [], "modes": [], "high_quality": []}
-    done = 0
-    while done < steps:
-        n = min(log_every, steps - done)
-        carry, (loss_d, loss_g) = chunk(carry, jax.random.fold_in(k_run, done), n)
-        done += n
-        samples = np.asarray(G.forward(carry[0], gan.empty_state(carry[0]), z_eval)[0])
-        m = ring_metrics(samples)
-        history["step"].append(done)
+
+    def record(tick):  # after each chunk of log_every (D, G) steps
+        loss_d, loss_g = tick.out
+        g_params = tick.state[0]
+        m = ring_metrics(np.asarray(G.forward(g_params, gan.empty_state(g_params), z_eval)[0]))
+        history["step"].append(tick.step)
         history["loss_d"].append(float(jnp.mean(loss_d)))
         history["loss_g"].append(float(jnp.mean(loss_g)))
         history["modes"].append(m["modes"])
         history["high_quality"].append(m["high_quality"])
+
+    carry = _run_chunks(chunk, carry, k_run, steps, log_every, [record])
+    samples = np.asarray(G.forward(carry[0], gan.empty_state(carry[0]), z_eval)[0])
     return {**ring_metrics(samples), "history": history, "samples": samples}
+
+
+def _run_chunks(chunk, carry, k_run, steps, per_call, callbacks):
+    """The public loop over compiled chunks of `per_call` (D, G) steps, each chunk's key
+    folded from `k_run` with its first step."""
+    return loop.loop(
+        lambda c, batch: chunk(c, *batch),
+        carry,
+        lambda step, count: (jax.random.fold_in(k_run, step), count),
+        steps=steps,
+        steps_per_call=per_call,
+        callbacks=callbacks,
+    )
 
 
 def ring_runs(args, log):
@@ -262,13 +276,13 @@ def train_digits(seed, steps, batch=128, z_dim=32, hidden=(256, 256), lr=2e-4, c
         return x_train[jax.random.randint(key, (n,), 0, x_train.shape[0])]
 
     train = make_train_chunk(G, D, opt, sample_real, batch, z_dim)
-    losses_d, losses_g, done = [], [], 0
-    while done < steps:
-        n = min(chunk, steps - done)
-        carry, (loss_d, loss_g) = train(carry, jax.random.fold_in(k_run, done), n)
-        losses_d.append(np.asarray(loss_d))
-        losses_g.append(np.asarray(loss_g))
-        done += n
+    losses_d, losses_g = [], []
+
+    def record(tick):
+        losses_d.append(np.asarray(tick.out[0]))
+        losses_g.append(np.asarray(tick.out[1]))
+
+    carry = _run_chunks(train, carry, k_run, steps, chunk, [record])
     g_params = carry[0]
     samples = G.forward(
         g_params, gan.empty_state(g_params), jax.random.normal(k_eval, (64, z_dim))

@@ -199,26 +199,25 @@ def graph_classification(seed, n_train, n_test, steps):
     batch = {k: jnp.asarray(v) for k, v in batch_graphs(train_graphs).items()}
     test = {k: jnp.asarray(v) for k, v in batch_graphs(test_graphs).items()}
     check_graph("shapes", batch, readout=True)
-    _, params, state = net.init(jax.random.key(seed), (5,))
-    opt = optax.adam(0.01)
-
-    def step(carry, _):
-        params, opt_state = carry
-        logits, res, _ = net.forward(params, state, batch)
-        value, r = CE.forward(logits, jnp.asarray(y_train))
-        grads, _ = net.backward(params, res, CE.backward(r, 1.0))
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), value
-
-    run = jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), None, length=steps))
-    (params, _), values = run(params)
+    # full-batch: the training set is one pre-made graph batch, used at every step
+    result = jaxbp.fit(
+        net,
+        CE,
+        optax.adam(0.01),
+        [(batch, np.asarray(y_train))],
+        key=jax.random.key(seed),
+        steps=steps,
+        schedule=jaxbp.train.Schedule(log_every=1),  # the last record: the last step's loss
+        progress=False,
+    )
+    params, state = result.params, result.model_state
     accuracy = lambda g, y: float(
         np.mean(np.asarray(net.forward(params, state, g)[0]).argmax(-1) == y)
     )
     return {
         "train_accuracy": accuracy(batch, y_train),
         "test_accuracy": accuracy(test, y_test),
-        "final_loss": float(values[-1]),
+        "final_loss": result.history["train"][-1]["loss"],
         "classes": list(SHAPES),
         "train_graphs": n_train,
         "test_graphs": n_test,

@@ -99,10 +99,9 @@ def run(model, data, lr, batch, steps, seed, precision_label, loss=LOSS):
             steps=steps,
             batch_size=batch,
             eval_data=test,
-            eval_every=steps,
+            schedule=train.Schedule(eval_every=steps),
             progress=False,
-            compute_dtype=compute_dtype,
-            loss_scale=scaling,
+            precision=train.Precision(compute_dtype=compute_dtype, loss_scale=scaling),
         )
     except train.DivergenceError as e:
         state = e.train_state
@@ -172,7 +171,7 @@ def step_times(model, data, lr, batch, rounds: int = 5, repeat: int = 10) -> dic
             continue
         scaler = train.resolve_loss_scale(dtype, scaling)
         states[label] = train.init_train_state(
-            model, opt, jax.random.key(0), x.shape[1:], jnp.float32, scaler
+            model, opt, jax.random.key(0), x.shape[1:], dtype=jnp.float32, loss_scale=scaler
         )
         steps[label] = train.make_train_step(
             model, LOSS, opt, compute_dtype=dtype, loss_scale=scaling, donate=False

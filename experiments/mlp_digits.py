@@ -16,7 +16,7 @@ import optax
 
 import jaxbp
 from experiments import common
-from jaxbp import data, losses
+from jaxbp import data, loop, losses
 
 
 def build(hidden=(128, 128)):
@@ -40,6 +40,13 @@ def make_epoch(grad_fn, optimizer, batch_size):
         return params, opt_state, values
 
     return jax.jit(epoch)
+
+
+def _shuffles(key, n):
+    """A fresh permutation of the n rows per epoch, from a chain of key splits."""
+    while True:
+        key, sub = jax.random.split(key)
+        yield jax.random.permutation(sub, n)
 
 
 def accuracy(model, params, state, x, y):
@@ -78,15 +85,20 @@ def main(argv=None):
         runs = {}
         for name, grad_fn in (("manual", manual_grad), ("autodiff", autodiff_grad)):
             epoch = make_epoch(grad_fn, optimizer, args.batch)
-            params, opt_state = params0, optimizer.init(params0)
-            key = jax.random.key(args.seed + 1)  # same shuffles for both runs
             curve = []
             t0 = time.perf_counter()
-            for _ in range(epochs):
-                key, sub = jax.random.split(key)
-                perm = jax.random.permutation(sub, x_train.shape[0])
-                params, opt_state, values = epoch(params, opt_state, x_train, y_train, perm)
-                curve.append(np.asarray(values))
+
+            def epoch_step(carry, perm, epoch=epoch):  # one compiled call: a whole epoch
+                params, opt_state, values = epoch(*carry, x_train, y_train, perm)
+                return (params, opt_state), values
+
+            params, _ = loop.loop(
+                epoch_step,
+                (params0, optimizer.init(params0)),
+                _shuffles(jax.random.key(args.seed + 1), x_train.shape[0]),  # same for both
+                steps=epochs,
+                callbacks=[lambda tick: curve.append(np.asarray(tick.out))],
+            )
             runs[name] = {
                 "curve": np.concatenate(curve),
                 "seconds": time.perf_counter() - t0,

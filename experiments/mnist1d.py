@@ -31,7 +31,7 @@ import optax
 import jaxbp
 from experiments import common
 from jaxbp import data as datasets
-from jaxbp import losses
+from jaxbp import loop, losses
 
 
 class Model(NamedTuple):
@@ -146,12 +146,20 @@ def train(
         params, state, _ = carry
         return carry, values.mean(), accuracy(model, params, state, x_test, y_test)
 
-    carry, curve = (params, state, opt_state), []
-    for start in range(0, steps, eval_every):
-        rows = idx[start : start + eval_every]
-        carry, train_loss, test_acc = run_chunk(carry, start, rows)
-        curve.append((start + rows.shape[0], float(train_loss), float(test_acc)))
-    params, state, _ = carry
+    def chunk_step(carry, window):  # the steps start .. start+count−1, then the test accuracy
+        start, count = window
+        carry, train_loss, test_acc = run_chunk(carry, start, idx[start : start + count])
+        return carry, (train_loss, test_acc)
+
+    curve = []
+    params, state, _ = loop.loop(
+        chunk_step,
+        (params, state, opt_state),
+        lambda start, count: (start, count),
+        steps=steps,
+        steps_per_call=eval_every,
+        callbacks=[lambda t: curve.append((t.step, float(t.out[0]), float(t.out[1])))],
+    )
     return {
         "test_acc": curve[-1][2],
         "train_acc": float(accuracy(model, params, state, x_train, y_train)),

@@ -64,10 +64,10 @@ def run_one(model, loss, evaluate, name, lr, d, args, steps):
             steps=steps,
             batch_size=args.batch,
             eval_data=(d["x_val"], d["y_val"]),
-            eval_every=eval_every,
-            log_every=10,
+            schedule=train.Schedule(eval_every=eval_every, log_every=10),
             progress=False,
-            dtype=np.float32,  # float32 whatever jax_enable_x64 says: divergence is dtype-bound
+            # float32 whatever jax_enable_x64 says: divergence is dtype-bound
+            precision=train.Precision(dtype=np.float32),
         )
         history, params = result.history, result.params
         test = evaluate(params, result.model_state, d["x_test"], d["y_test"])

@@ -1,6 +1,6 @@
 """Scaling bookkeeping: communication, memory and step time as a model is split 1/2/4/8 ways.
 
-Three configurations, each trained with Adam by `jaxbp.distributed.make_parallel_train_step`:
+Three configurations, each trained with Adam by `jaxbp.make_train_step(..., mesh=mesh)`:
 
 - MNIST-1D CNN (experiments.mnist1d.cnn), data-parallel: the batch is split n ways, the
   parameters replicated; one all-reduce of the gradients per step.
@@ -151,7 +151,7 @@ def measure(cfg, n, args):
     shape = (n, 1) if cfg["mode"] == "data" else (1, n)
     mesh = distributed.make_mesh(*shape, devices=jax.devices()[:n])
     state = train.init_train_state(model, opt, jax.random.key(args.seed), cfg["in_shape"])
-    step = distributed.make_parallel_train_step(model, loss, opt, mesh, donate=False)
+    step = train.make_train_step(model, loss, opt, mesh=mesh, donate=False)
     compiled = step.lower(state, x, y).compile()
     comm = collectives(compiled.as_text(), n)
     state = distributed.shard(state, mesh)

@@ -98,18 +98,21 @@ def main(argv=None):
                     key=key,
                     steps=steps,
                     batch_size=B,
-                    dtype=np.float32,
+                    precision=train.Precision(dtype=np.float32),
                     **kw,
                 )
                 times.append((time.perf_counter() - t0) / steps)
         return _median(times[1:])  # the first run compiles (later runs reuse it)
 
     for k in ks:
-        results[f"fit, K={k}, no bar"] = time_fit(steps_per_call=k, progress=False)
-        results[f"fit, K={k}, tqdm bar"] = time_fit(steps_per_call=k, progress=True)
+        each_k = train.Schedule(steps_per_call=k)
+        results[f"fit, K={k}, no bar"] = time_fit(schedule=each_k, progress=False)
+        results[f"fit, K={k}, tqdm bar"] = time_fit(schedule=each_k, progress=True)
     if not args.tiny:
         results["fit, K=1, tqdm bar, eval every 100"] = time_fit(
-            progress=True, eval_data=(d["x_test"], d["y_test"]), eval_every=100
+            progress=True,
+            eval_data=(d["x_test"], d["y_test"]),
+            schedule=train.Schedule(eval_every=100),
         )
 
     base = results["bare step (donate=True)"]

@@ -26,7 +26,7 @@ import optax
 
 import jaxbp
 from experiments import common
-from jaxbp import losses
+from jaxbp import loop, losses
 from jaxbp.layers.tree import batch_trees
 
 OPS = "+-*"
@@ -142,11 +142,20 @@ def train(model, in_shape, xs, targets, epochs, lr, key):
         (params, opt_state), values = jax.lax.scan(body, (params, opt_state), (xs, targets))
         return params, opt_state, values.mean()
 
-    opt_state = opt.init(params)
-    for i in range(epochs):
-        params, opt_state, loss = epoch(params, opt_state, xs, targets)
-        print(f"  epoch {i + 1}/{epochs}: mean training loss {float(loss):.4f}", flush=True)
-    return params, state, float(loss)
+    def epoch_step(carry, batches):  # one compiled call: a whole epoch
+        params, opt_state, loss = epoch(*carry, *batches)
+        return (params, opt_state), loss
+
+    def report(tick):
+        print(f"  epoch {tick.step}/{epochs}: mean training loss {float(tick.out):.4f}", flush=True)
+        last[0] = float(tick.out)
+
+    last = [float("nan")]
+    params, _ = loop.loop(
+        epoch_step, (params, opt.init(params)), lambda step, count: (xs, targets),
+        steps=epochs, callbacks=[report],
+    )  # fmt: skip
+    return params, state, last[0]
 
 
 def accuracy(model, params, state, xs, targets):

@@ -48,6 +48,7 @@ import jaxbp
 from experiments import common
 from jaxbp import data as jaxbp_data
 from jaxbp import init as initializers
+from jaxbp import loop
 from jaxbp.layers import dense
 from jaxbp.layers.dense import Dense
 
@@ -312,10 +313,14 @@ def train_deep(activation, w_init, *, depth, width, epochs, lr, batch, seed, dat
         params += [p, ()]  # (Dense, activation) pairs; the output Dense has no activation
     params = tuple(params[:-1])
     x_tr, y_tr = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
-    curve = []
-    for k in jax.random.split(jax.random.key(seed + 1), epochs):
-        params, value = epoch(params, x_tr, y_tr, k, lr)
-        curve.append(float(value))
+    curve, keys = [], jax.random.split(jax.random.key(seed + 1), epochs)
+    params = loop.loop(
+        lambda p, k: epoch(p, x_tr, y_tr, k, lr),  # one compiled call: a whole epoch
+        params,
+        lambda step, count: keys[step],
+        steps=epochs,
+        callbacks=[lambda tick: curve.append(float(tick.out))],
+    )
     test_acc = float(accuracy(params, jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])))
     return {"train_loss": curve, "test_accuracy": test_acc, "learned": test_acc >= 0.5}
 

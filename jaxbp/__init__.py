@@ -17,11 +17,15 @@ from jaxbp import (
     indices,
     init,
     layers,
+    loop,
     losses,
+    metrics,
     models,
     optim,
+    pipeline,
     precision,
     recompute,
+    step,
     train,
 )
 from jaxbp.activations import (
@@ -74,14 +78,8 @@ from jaxbp.losses import Loss
 from jaxbp.models import GPT, MLP, VAE, Autoencoder, generate, loss_and_grad
 from jaxbp.precision import dynamic_loss_scale
 from jaxbp.recompute import remat, remat_sequence
-from jaxbp.train import (
-    DivergenceError,
-    FitResult,
-    TrainState,
-    fit,
-    init_train_state,
-    make_train_step,
-)
+from jaxbp.step import TrainState, init_train_state, make_train_step
+from jaxbp.train import DivergenceError, FitResult, fit
 
 __version__ = "0.1.0"
 
@@ -165,10 +163,14 @@ __all__ = [
     "indices",
     "init",
     "layers",
+    "loop",
     "losses",
+    "metrics",
     "models",
     "optim",
+    "pipeline",
     "precision",
     "recompute",
+    "step",
     "train",
 ]

@@ -26,8 +26,8 @@ transpose of `AllGather`.
   forward and backward on its own rows, and the backward of the replication sums the
   per-device gradients. The loss is the mean over devices of the per-device means (an
   all-reduce forward whose backward hands each device g/n, no communication).
-  `make_parallel_train_step(model, loss, optimizer, mesh)` is that step inside `jax.shard_map`;
-  `jaxbp.fit(..., mesh=mesh)` trains with it.
+  `jaxbp.make_train_step(model, loss, optimizer, mesh=mesh)` is that step inside
+  `jax.shard_map` (`shard_map_step`); `jaxbp.fit(..., mesh=mesh)` trains with it.
 - **Tensor parallelism**: `ColumnParallelDense` splits W's columns over the `model` axis (its
   input goes through `Replicate`), `RowParallelDense` splits W's rows and sums the partial
   products with `AllReduce`. `TensorParallelMLP` is the pair, so an MLP block costs one
@@ -40,12 +40,11 @@ its unsplit version, with the same parameters.
 Example (runs on one device; with `--xla_force_host_platform_device_count=8` or 8 GPUs the
 same code splits 8 ways):
     >>> import jax, numpy as np, jaxbp
-    >>> from jaxbp import distributed, losses, optim, train
+    >>> from jaxbp import distributed, losses, optim
     >>> mesh = distributed.make_mesh()                      # all devices on the "data" axis
     >>> model, opt = jaxbp.MLP([8, 2]), optim.adam(1e-2)
-    >>> state = train.init_train_state(model, opt, jax.random.key(0), (4,))
-    >>> step = distributed.make_parallel_train_step(model, losses.softmax_cross_entropy(), opt,
-    ...                                             mesh)
+    >>> state = jaxbp.init_train_state(model, opt, jax.random.key(0), (4,))
+    >>> step = jaxbp.make_train_step(model, losses.softmax_cross_entropy(), opt, mesh=mesh)
     >>> x = np.ones((16, 4), np.float32); y = np.zeros(16, np.int32)
     >>> state, loss = step(state, x, y)
     >>> int(state.step), bool(loss > 0)
@@ -54,7 +53,6 @@ same code splits 8 ways):
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -551,50 +549,21 @@ def data_mean(loss: Loss, *, axis_name: str = DATA) -> Loss:
     return Loss(forward, backward, f"data_mean({loss.name}, {axis_name!r})")
 
 
-def make_parallel_train_step(
-    model: Layer,
-    loss: Loss,
-    optimizer,
-    mesh: Mesh,
-    *,
-    data_axis: str = DATA,
-    steps_per_call: int = 1,
-    clip_norm: float | None = None,
-    clip_value: float | None = None,
-    guard: bool = True,
-    donate: bool = True,
-    jit: bool = True,
-):
-    """`make_train_step` over a device mesh: `(state, x, y) -> (new_state, loss)`.
-
-    Inside `jax.shard_map`: x and y are split by rows over `data_axis` (absent from the mesh:
-    replicated), the state is replicated except the `ShardedParams` of tensor-parallel layers
-    (split over their axis, e.g. "model"), the model is wrapped in `data_parallel` and the loss
-    in `data_mean`, so the gradient each device applies is the all-reduced global one and the
-    optimizer (any optax transformation), clipping and divergence guard see the same values on
-    every device. The batch must split evenly (ValueError otherwise); the returned state lives
-    on the mesh. With `jit=True` the call also places a host `state`/`x`/`y` on the mesh.
+def shard_map_step(step, mesh: Mesh, *, data_axis: str = DATA, leading: int = 0):
+    """`step(state, x, y) -> (state, loss)` run inside `jax.shard_map` over `mesh`: x and y
+    split by rows over `data_axis` (after `leading` axes, e.g. K steps; absent from the mesh:
+    replicated), the state as `partition_specs` says (replicated except the `ShardedParams`
+    of tensor-parallel layers), the loss replicated. `step` must make its gradients global
+    itself (`data_parallel`, `data_mean`): `jaxbp.step.make_train_step(..., mesh=mesh)` does.
+    The batch must split evenly (ValueError otherwise).
     """
-    from jaxbp import train
-
-    inner = train.make_train_step(
-        data_parallel(model, axis_name=data_axis),
-        data_mean(loss, axis_name=data_axis),
-        optimizer,
-        steps_per_call=steps_per_call,
-        clip_norm=clip_norm,
-        clip_value=clip_value,
-        guard=guard,
-        jit=False,
-    )
-    leading = 0 if steps_per_call == 1 else 1
     batch_spec = _batch_spec(mesh, data_axis, leading)
 
-    def step(state, x, y):
-        check_batch("make_parallel_train_step", (x, y), mesh, data_axis, leading)
+    def sharded(state, x, y):
+        check_batch("make_train_step", (x, y), mesh, data_axis, leading)
         specs = partition_specs(state, mesh)
         mapped = jax.shard_map(
-            inner,
+            step,
             mesh=mesh,
             in_specs=(specs, batch_spec, batch_spec),
             out_specs=(specs, P()),
@@ -602,71 +571,26 @@ def make_parallel_train_step(
         )
         return mapped(state, x, y)
 
-    if not jit:
-        return step
-    compiled = jax.jit(step, donate_argnums=(0,) if donate else ())
+    return sharded
+
+
+def placed(compiled, mesh: Mesh, *, data_axis: str = DATA, leading: int = 0):
+    """`compiled(state, x, y)` called with the state and the batch placed on `mesh` first
+    (`shard`, `shard_batch`); `.lower(state, x, y)` lowers it the same way."""
+
+    def place(state, x, y):
+        check_batch("make_train_step", (x, y), mesh, data_axis, leading)
+        return (shard(state, mesh), *shard_batch((x, y), mesh, data_axis, leading=leading))
 
     def call(state, x, y):
-        check_batch("make_parallel_train_step", (x, y), mesh, data_axis, leading)
-        x, y = shard_batch((x, y), mesh, data_axis, leading=leading)
-        return compiled(shard(state, mesh), x, y)
+        return compiled(*place(state, x, y))
 
-    call.lower = lambda state, x, y: compiled.lower(
-        shard(state, mesh), *shard_batch((x, y), mesh, data_axis, leading=leading)
-    )
+    call.lower = lambda state, x, y: compiled.lower(*place(state, x, y))
     return call
 
 
-# ----------------------------------------------------------------------- fit's step
-
-
-def compiled_run(model, loss, optimizer, clip_norm, clip_value, mesh, data_axis=DATA):
-    """What `fit(..., mesh=mesh)` calls: `(state, x_all, y_all, stream, start, count=K) ->
-    (state, losses)`, the contract of fit's single-device call, over the mesh.
-
-    The training set is placed once, replicated, on the mesh; each call gathers the rows of
-    its K steps on the devices and runs them (`lax.scan` for K > 1) through the data-parallel
-    step. fit's batch rule holds (a fresh permutation per epoch, the last incomplete batch
-    dropped); the batch size must be a multiple of the data-axis size (ValueError otherwise).
-    fit caches the result per (model, loss, optimizer, clips, mesh).
-    """
-    steps = {}
-
-    def step_for(count):
-        if count not in steps:
-            steps[count] = make_parallel_train_step(
-                model,
-                loss,
-                optimizer,
-                mesh,
-                data_axis=data_axis,
-                steps_per_call=count,
-                clip_norm=clip_norm,
-                clip_value=clip_value,
-                jit=False,
-            )
-        return steps[count]
-
-    @functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("count",))
-    def run(state, x_all, y_all, stream, start, *, count):
-        idx = jax.lax.dynamic_slice_in_dim(stream, start, count)  # (K, batch) row indices
-        if count == 1:
-            state, value = step_for(1)(state, x_all[idx[0]], y_all[idx[0]])
-            return state, value[None]
-        return step_for(count)(state, x_all[idx], y_all[idx])
-
-    placed = _PlacedOnce(mesh)
-
-    def call(state, x_all, y_all, stream, start, *, count):
-        _check_rows("fit", np.shape(stream)[1], mesh, data_axis)
-        state = shard(state, mesh)
-        return run(state, placed(x_all), placed(y_all), placed(stream), start, count=count)
-
-    return call
-
-
-class _PlacedOnce:
-    """Replicated copies on the mesh of the arrays fit passes (x, y, the epoch's rows), made
+class PlacedOnce:
+    """Replicated copies on the mesh of host arrays (a training set, an epoch's rows), made
     once per array object; the last few are kept (each with its source, so ids stay unique)."""
 
     def __init__(self, mesh, size: int = 3):

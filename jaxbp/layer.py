@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Shape = tuple[int, ...]
 
@@ -115,9 +116,22 @@ def positive_int(name: str, what: str, value) -> int:
 
 
 def as_shape(in_shape) -> Shape:
-    if isinstance(in_shape, int):
-        return (in_shape,)
-    return tuple(int(d) for d in in_shape)
+    """A per-example shape as a tuple of ints (an int n is (n,)); a pytree of shapes (a dict,
+    e.g. a graph's {"x": (F,), "edges": (2,), ...}, or a tuple of tuples for several inputs)
+    keeps its structure with each shape normalised. TypeError for anything else."""
+    if isinstance(in_shape, (int, np.integer)) and not isinstance(in_shape, bool):
+        return (int(in_shape),)
+    if isinstance(in_shape, dict):
+        return {k: as_shape(v) for k, v in in_shape.items()}
+    if isinstance(in_shape, (tuple, list)):
+        if all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in in_shape):
+            return tuple(int(d) for d in in_shape)
+        if all(isinstance(d, (tuple, list, dict)) for d in in_shape):
+            return tuple(as_shape(d) for d in in_shape)
+    raise TypeError(
+        f"in_shape must be a per-example shape (a tuple of ints) or a pytree (dict, tuple) of "
+        f"such shapes, got {in_shape!r}"
+    )
 
 
 # ------------------------------------------------------------------------------ combinators

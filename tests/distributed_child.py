@@ -23,7 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxbp  # noqa: E402
-from jaxbp import checkpoint, distributed, losses, optim, train  # noqa: E402
+from jaxbp import checkpoint, distributed, losses, optim, precision, train  # noqa: E402
 
 RTOL = 1e-12
 
@@ -80,8 +80,8 @@ def check_data_parallel(n):
     """20 Adam steps (clipped) on n devices (two calls of 10 scanned steps) = single device."""
     model, loss, opt, state, xs, ys, ref, ref_losses = dp_problem()
     mesh = distributed.make_mesh(n, devices=jax.devices()[:n])
-    step = distributed.make_parallel_train_step(
-        model, loss, opt, mesh, steps_per_call=10, clip_norm=1.0, donate=False
+    step = train.make_train_step(
+        model, loss, opt, mesh=mesh, steps_per_call=10, clip_norm=1.0, donate=False
     )
     got, l1 = step(state, xs[:10], ys[:10])
     got, l2 = step(got, xs[10:], ys[10:])
@@ -105,7 +105,7 @@ def check_tensor_parallel_gradient():
     opt = optim.sgd(1.0)
     state = train.init_train_state(model, opt, jax.random.key(2), (6,))
     _, p0, s0 = plain.init(jax.random.key(2), (6,))  # check: same values as the TP init
-    step = distributed.make_parallel_train_step(model, loss, opt, mesh, donate=False)
+    step = train.make_train_step(model, loss, opt, mesh=mesh, donate=False)
     new, _ = step(state, x, y)
     manual = jax.tree.map(lambda a, b: a - b, unsplit(state.params), unsplit(new.params))
     init_key = jax.random.split(jax.random.key(2))[0]
@@ -190,6 +190,10 @@ def fit_kwargs(**kw):
     return (x, y), {**base, **kw}
 
 
+def schedule(**kw):
+    return train.Schedule(**kw)
+
+
 def check_fit_two_d_mesh():
     """fit on a 2-D mesh (data × model = 2 × 4: batch split 2 ways, the TP layers 4 ways),
     30 Adam steps = fit without a mesh on the unsplit network; a run resumed from its step-20
@@ -197,10 +201,10 @@ def check_fit_two_d_mesh():
     model, plain = two_d_models()
     loss, opt = losses.softmax_cross_entropy(), optim.adam(1e-2)
     mesh = distributed.make_mesh(2, 4)
-    train_data, kw = fit_kwargs(eval_every=10)
+    train_data, kw = fit_kwargs(schedule=schedule(eval_every=10, checkpoint_every=10))
     ref = train.fit(plain, loss, opt, train_data, steps=30, **kw)
     with tempfile.TemporaryDirectory() as folder:
-        ck = dict(checkpoint_dir=folder, checkpoint_every=10)
+        ck = dict(checkpoint=train.CheckpointOptions(folder))
         whole = train.fit(model, loss, opt, train_data, steps=30, mesh=mesh, **kw, **ck)
         checkpoint.path_for(folder, 30).unlink()  # as if killed after step 20
         resumed = train.fit(model, loss, opt, train_data, steps=30, mesh=mesh, **kw, **ck)
@@ -219,6 +223,93 @@ def check_fit_two_d_mesh():
     )
 
 
+def update_err(got, ref, start) -> float:
+    """max over leaves of max|Δgot − Δref| / max|Δref|, Δ = params − start: the error of
+    the training update itself (the float32 master weights hide it behind their size)."""
+    d_got = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b), got, start)
+    d_ref = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b), ref, start)
+    return rel_err(d_got, d_ref)
+
+
+SCALER = precision.dynamic_loss_scale(2.0**22, growth_interval=4, factor=2.0**10)
+
+
+def check_mixed_precision_data_parallel():
+    """Mixed precision over 4 devices = mixed precision on one: 12 SGD steps (3 calls of 4
+    scanned steps, clipped) in bfloat16, and in float16 with dynamic loss scaling from 2²²,
+    whose seed S/n of the backward overflows float16 (> 65504) on every device as on one:
+    that step is skipped, S drops to 2¹² (factor 2¹⁰), and grows back after 4 good steps —
+    on both, the same steps. (A scale near the limit may skip differently: the mesh sums the
+    devices' smaller partial gradients in float32, where one device's full sum overflowed.)
+
+    Tolerance: each device's dW = xᵀδ sums its own rows in the compute dtype and is rounded
+    there once; the devices' float32 sum of 4 such roundings differs from the single device's
+    one rounding by up to ~2 ulp of the compute dtype per gradient element (2⁻⁷ bfloat16,
+    2⁻¹⁰ float16, relative), and SGD adds those errors up over the steps; the bound below is
+    that ulp × steps on the update θ_T − θ_0 (relative to its largest element), not bitwise.
+    """
+    x, y = data(48, 6, 4, seed=3)
+    model, loss, opt = jaxbp.MLP([16, 4]), losses.softmax_cross_entropy(), optim.sgd(0.5)
+    xs, ys = batches(x, y, 12, 24, seed=4)
+    xs = xs.astype(np.float32)
+    mesh = distributed.make_mesh(4, devices=jax.devices()[:4])
+    details, ok = [], True
+    for dtype, ulp, scaler in ((jnp.bfloat16, 2.0**-7, None), (jnp.float16, 2.0**-10, SCALER)):
+        opts = dict(compute_dtype=dtype, loss_scale=False if scaler is None else scaler)
+        state = train.init_train_state(
+            model, opt, jax.random.key(1), (6,), dtype=jnp.float32, loss_scale=scaler
+        )
+        runs = {}
+        for name, where in (("one", None), ("mesh", mesh), ("float32", None)):
+            kw = opts if name != "float32" else dict(loss_scale=False)
+            s0 = state if name != "float32" else state._replace(loss_scale=())
+            step = train.make_train_step(
+                model, loss, opt, mesh=where, steps_per_call=4, clip_norm=5.0, donate=False, **kw
+            )
+            s = s0
+            for i in range(3):
+                s, _ = step(s, xs[4 * i : 4 * i + 4], ys[4 * i : 4 * i + 4])
+            runs[name] = s
+        one, par = runs["one"], runs["mesh"]
+        err = update_err(par.params, one.params, state.params)
+        # the mesh run really is in the compute dtype: far closer to it than float32 is
+        err32 = update_err(runs["float32"].params, one.params, state.params)
+        bound = ulp * 12
+        ok &= err <= bound and err <= err32 / 4 and bool(one.health.ok) and bool(par.health.ok)
+        ok &= all(p.dtype == jnp.float32 for p in jax.tree.leaves(par.params))
+        text = f"{jnp.dtype(dtype).name}: update rel err {err:.1e} (bound {bound:.1e}; "
+        text += f"float32 vs it {err32:.1e})"
+        if scaler is not None:
+            skipped = (int(one.loss_scale.skipped), int(par.loss_scale.skipped))
+            scales = (float(one.loss_scale.scale), float(par.loss_scale.scale))
+            ok &= skipped[0] == skipped[1] >= 2 and scales[0] == scales[1]
+            text += f", skipped {skipped}, scale {scales}"
+        details.append(text)
+    return ok, "; ".join(details)
+
+
+def check_fit_mesh_mixed_precision():
+    """fit(mesh=..., precision=float16 + dynamic loss scaling) keeps the scaler: the same
+    skipped steps, scale and (within the float16 bound above) parameters as fit on one
+    device (fit refused compute_dtype with a mesh, and dropped the scaler)."""
+    mesh = distributed.make_mesh(4, devices=jax.devices()[:4])
+    model, loss, opt = jaxbp.MLP([16, 4]), losses.softmax_cross_entropy(), optim.sgd(0.5)
+    x, y = data(64, 6, 4, seed=9)
+    x = x.astype(np.float32)
+    scaler = SCALER
+    kw = dict(key=jax.random.key(4), steps=12, batch_size=16, progress=False)
+    half = train.Precision(compute_dtype=jnp.float16, loss_scale=scaler)
+    one = train.fit(model, loss, opt, (x, y), precision=half, **kw)
+    par = train.fit(model, loss, opt, (x, y), precision=half, mesh=mesh, **kw)
+    start = train.init_train_state(
+        model, opt, jax.random.split(jax.random.key(4))[0], (6,), dtype=jnp.float32
+    )
+    err = update_err(par.params, one.params, start.params)
+    skipped = (int(one.train_state.loss_scale.skipped), int(par.train_state.loss_scale.skipped))
+    ok = err <= 12 * 2.0**-10 and skipped[0] == skipped[1] >= 2 and bool(par.train_state.health.ok)
+    return ok, f"float16 update rel err {err:.1e}; skipped {skipped}"
+
+
 def check_errors():
     """A batch that does not split over the data axis, a TP width that does not split."""
     model, loss, opt = jaxbp.MLP([8, 4]), losses.softmax_cross_entropy(), optim.sgd(0.1)
@@ -229,7 +320,7 @@ def check_errors():
         lambda: train.fit(
             model, loss, opt, train_data, steps=2, mesh=mesh, **{**kw, "batch_size": 10}
         ),
-        lambda: distributed.make_parallel_train_step(model, loss, opt, mesh)(
+        lambda: train.make_train_step(model, loss, opt, mesh=mesh)(
             train.init_train_state(model, opt, jax.random.key(0), (6,)), *data(30)
         ),
         lambda: distributed.shard(
@@ -248,11 +339,13 @@ def check_errors():
 
 
 CHECKS = {
-    **{f"data_parallel_{n}": (lambda n=n: check_data_parallel(n)) for n in (1, 2, 4, 8)},
+    **{f"data_parallel_{n}": (lambda n=n: check_data_parallel(n)) for n in (1, 4, 8)},
     "tensor_parallel_gradient": check_tensor_parallel_gradient,
     "gather_scatter_transposes": check_gather_scatter_transposes,
     "fit_two_d_mesh": check_fit_two_d_mesh,
     "errors": check_errors,
+    "mixed_precision_data_parallel": check_mixed_precision_data_parallel,
+    "fit_mesh_mixed_precision": check_fit_mesh_mixed_precision,
 }
 
 

@@ -30,7 +30,9 @@ def problem():
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int32) + (x[:, 2] > 1)
     model = jaxbp.MLP([16, 3])
     kwargs = dict(key=jax.random.key(7), steps=STEPS, batch_size=16, progress=False)
-    kwargs.update(eval_data=(x[:40], y[:40]), eval_every=6)
+    kwargs.update(
+        eval_data=(x[:40], y[:40]), schedule=train.Schedule(eval_every=6, checkpoint_every=6)
+    )
     return model, losses.softmax_cross_entropy(), optim.adam(1e-2), (x, y), kwargs
 
 
@@ -42,7 +44,7 @@ def main(process_id, port, out):
         mesh = distributed.make_mesh()  # both processes' devices on the "data" axis
         assert mesh.devices.size == 2 and len(jax.local_devices()) == 1
         model, loss, opt, data, kwargs = problem()
-        ckpt = dict(checkpoint_dir=f"{out}.ckpt", checkpoint_every=6)  # one folder per process
+        ckpt = dict(checkpoint=train.CheckpointOptions(f"{out}.ckpt"))  # one folder per process
         result = train.fit(model, loss, opt, data, mesh=mesh, **kwargs, **ckpt)
         leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(result.params)]
         evals = [r["loss"] for r in result.history["eval"]]

@@ -17,7 +17,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import jaxbp  # noqa: E402
-from jaxbp import checkpoint, losses, optim, train  # noqa: E402
+from jaxbp import checkpoint, loop, losses, optim, train  # noqa: E402
 
 
 def main(argv):
@@ -37,12 +37,10 @@ def main(argv):
         steps=200,
         batch_size=32,
         eval_data=(x[500:], y[500:]),
-        eval_every=100,
-        log_every=10,
-        checkpoint_dir=directory,
-        checkpoint_every=20,
+        schedule=train.Schedule(eval_every=100, log_every=10, checkpoint_every=20),
+        checkpoint=train.CheckpointOptions(directory),
         progress=False,
-        callback=(lambda step, record: time.sleep(0.2)) if slow else None,
+        callbacks=[loop.every(10, lambda tick: time.sleep(0.2))] if slow else (),
     )
     is_key = lambda x: jax.numpy.issubdtype(x.dtype, jax.dtypes.prng_key)
     leaves = jax.tree.leaves(result.train_state)

@@ -19,13 +19,14 @@ from jaxbp import checkpoint, distributed, optim, train
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_CHECKS = [
     "data_parallel_1",
-    "data_parallel_2",
     "data_parallel_4",
     "data_parallel_8",
     "tensor_parallel_gradient",
     "gather_scatter_transposes",
     "fit_two_d_mesh",
     "errors",
+    "mixed_precision_data_parallel",
+    "fit_mesh_mixed_precision",
 ]
 
 

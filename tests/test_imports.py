@@ -17,7 +17,6 @@ PACKAGES = ("jaxbp", "experiments")
 # training path; check <-> cases: the CLI moves to `python -m jaxbp.cases`). Empty this set
 # once they are merged: `test_pending_edges_are_still_there` fails as soon as one is gone.
 PENDING = {
-    ("jaxbp.train", "jaxbp.distributed"),
 }
 
 

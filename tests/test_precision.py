@@ -57,7 +57,9 @@ def test_dynamic_loss_scale_halves_skips_and_grows():
 
 def _state_and_batch(digits, scaler=None, optimizer=ADAM):
     (x, y), _ = digits
-    state = train.init_train_state(MODEL, optimizer, jax.random.key(0), (64,), jnp.float32, scaler)
+    state = train.init_train_state(
+        MODEL, optimizer, jax.random.key(0), (64,), dtype=jnp.float32, loss_scale=scaler
+    )
     return state, jnp.asarray(x[:32]), jnp.asarray(y[:32])
 
 
@@ -96,16 +98,17 @@ def test_overflowing_float16_step_is_skipped_and_the_scale_halved(digits):
     assert not np.array_equal(jax.tree.leaves(new.params)[0], jax.tree.leaves(state.params)[0])
 
 
-def _fit(digits, **kw):
+def _fit(digits, *, compute_dtype=jnp.float16, loss_scale=None, checkpoint_dir=None, **kw):
     train_data, eval_data = digits
     args = dict(
         key=jax.random.key(0),
         steps=40,
         batch_size=32,
         eval_data=eval_data,
-        log_every=10,
+        schedule=train.Schedule(log_every=10, checkpoint_every=10 if checkpoint_dir else None),
+        checkpoint=train.CheckpointOptions(checkpoint_dir),
+        precision=train.Precision(compute_dtype=compute_dtype, loss_scale=loss_scale),
         progress=False,
-        compute_dtype=jnp.float16,
     )
     args.update(kw)
     return train.fit(MODEL, LOSS, ADAM, train_data, **args)
@@ -119,8 +122,8 @@ def test_float16_fit_learns_counts_skips_and_resumes_bitwise(digits, tmp_path):
     assert {"loss_scale", "skipped"} <= set(records[-1])
     assert records[-1]["loss"] < records[0]["loss"]
     assert full.history["eval"][-1]["accuracy"] > 0.5
-    _fit(digits, loss_scale=scaler, steps=20, checkpoint_dir=tmp_path, checkpoint_every=10)
-    resumed = _fit(digits, loss_scale=scaler, checkpoint_dir=tmp_path, checkpoint_every=10)
+    _fit(digits, loss_scale=scaler, steps=20, checkpoint_dir=tmp_path)
+    resumed = _fit(digits, loss_scale=scaler, checkpoint_dir=tmp_path)
     for a, b in zip(jax.tree.leaves(resumed.train_state), jax.tree.leaves(full.train_state)):
         if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
             a, b = jax.random.key_data(a), jax.random.key_data(b)

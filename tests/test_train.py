@@ -16,6 +16,7 @@ import pytest
 
 import jaxbp
 from jaxbp import checkpoint, data, losses, optim, train
+from jaxbp import loop as train_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,15 +126,16 @@ def test_make_train_step_rejects_bad_steps_per_call():
 # ------------------------------------------------------------------------------------ fit
 
 
-def _fit(digits, tmp_path=None, **kw):
+def _fit(digits, tmp_path=None, *, schedule=(), checkpoint_dir=None, **kw):
+    """fit on digits; `schedule` holds Schedule fields over the defaults below."""
     (x, y), (xt, yt) = digits
     args = dict(
         key=jax.random.key(0),
         steps=60,
         batch_size=32,
         eval_data=(xt, yt),
-        eval_every=30,
-        log_every=10,
+        schedule=train.Schedule(**{"eval_every": 30, "log_every": 10, **dict(schedule)}),
+        checkpoint=train.CheckpointOptions(checkpoint_dir),
         progress=False,
     )
     args.update(kw)
@@ -142,7 +144,9 @@ def _fit(digits, tmp_path=None, **kw):
 
 
 def test_fit_learns_and_writes_history_and_checkpoints(digits, tmp_path, capsys):
-    result = _fit(digits, checkpoint_dir=tmp_path, checkpoint_every=20, steps=80, progress=True)
+    result = _fit(
+        digits, checkpoint_dir=tmp_path, schedule={"checkpoint_every": 20}, steps=80, progress=True
+    )
     assert result.step == 80
     history = json.loads((tmp_path / "history.json").read_text())
     assert history == json.loads(json.dumps(result.history))
@@ -158,12 +162,12 @@ def test_fit_learns_and_writes_history_and_checkpoints(digits, tmp_path, capsys)
 
 def test_fit_with_k_steps_per_call_gives_the_same_run(digits):
     one = _fit(digits, steps=60)
-    ten = _fit(digits, steps=60, steps_per_call=10)
+    ten = _fit(digits, steps=60, schedule={"steps_per_call": 10})
     assert ten.step == 60
     for a, b in zip(jax.tree.leaves(ten.params), jax.tree.leaves(one.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
     with pytest.raises(ValueError, match="multiple of steps_per_call"):
-        _fit(digits, steps_per_call=7)
+        _fit(digits, schedule={"steps_per_call": 7})
 
 
 def test_fit_is_deterministic(digits):
@@ -177,7 +181,7 @@ def test_fit_is_deterministic(digits):
 
 def test_fit_custom_metric(digits):
     mae = lambda pred, y: jnp.mean(jnp.abs(jnp.argmax(pred, -1) - y))
-    result = _fit(digits, metric=mae, metric_name="mae", steps=30)
+    result = _fit(digits, evaluation=train.EvalOptions(mae, "mae"), steps=30)
     assert set(result.history["eval"][-1]) == {"step", "loss", "mae"}
 
 
@@ -192,9 +196,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
             ((x, y), test),
             tmp_path,
             steps=20,
-            log_every=2,
+            schedule={"log_every": 2, "checkpoint_every": 2},
             checkpoint_dir=tmp_path,
-            checkpoint_every=2,
         )
     assert info.value.step == 3 and info.value.leaf == "params[0]['W']"
     assert [p.name for p in checkpoint.all_checkpoints(tmp_path)] == ["ckpt-000000002.npz"]
@@ -211,8 +214,9 @@ def _data_key(seed):
 
 def test_resume_from_a_checkpoint_in_process(digits, tmp_path):
     full = _fit(digits, steps=60)
-    _fit(digits, tmp_path, steps=40, checkpoint_dir=tmp_path, checkpoint_every=20)
-    resumed = _fit(digits, tmp_path, steps=60, checkpoint_dir=tmp_path, checkpoint_every=20)
+    every20 = {"checkpoint_every": 20}
+    _fit(digits, tmp_path, steps=40, checkpoint_dir=tmp_path, schedule=every20)
+    resumed = _fit(digits, tmp_path, steps=60, checkpoint_dir=tmp_path, schedule=every20)
     _leaves_equal(resumed.train_state, full.train_state)
     assert resumed.history["train"] == [
         {**r, "time": r2["time"]}
@@ -257,7 +261,142 @@ def test_killed_run_resumes_to_bitwise_the_same_params(tmp_path):
 def test_fit_with_more_steps_per_call_than_an_epoch(digits):
     (x, y), _ = digits
     small = ((x[:64], y[:64]), (x[:64], y[:64]))  # 2 steps per epoch
-    one = _fit(small, steps=20, eval_every=10)
-    many = _fit(small, steps=20, eval_every=10, log_every=5, steps_per_call=5)
+    one = _fit(small, steps=20, schedule={"eval_every": 10})
+    many = _fit(small, steps=20, schedule={"eval_every": 10, "log_every": 5, "steps_per_call": 5})
     for a, b in zip(jax.tree.leaves(many.params), jax.tree.leaves(one.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+# ------------------------------------------------------------- checks before the first step
+
+
+def test_fit_refuses_a_bad_label_before_training_with_the_loss_message(digits):
+    """One training label 10 of 10 classes: ValueError before any step, carrying the message
+    the loss raises outside jit on the same labels; the same for the evaluation labels."""
+    (x, y), (xt, yt) = digits
+    bad = y.copy()
+    bad[7] = 10
+    with pytest.raises(ValueError) as outside:
+        LOSS.forward(jnp.zeros((len(x), 10)), bad)
+    calls = []
+    with pytest.raises(ValueError) as inside:
+        _fit(((x, bad), (xt, yt)), callbacks=[calls.append])
+    assert str(inside.value) == f"fit: train_data rows 0..399: {outside.value}"
+    assert "label 10 at index (7,)" in str(inside.value) and calls == []  # before any step
+    bad_eval = yt.copy()
+    bad_eval[3] = -1
+    with pytest.raises(ValueError, match=r"fit: eval_data rows 0..199: .*label -1 at index \(3,\)"):
+        _fit(((x, y), (xt, bad_eval)), callbacks=[calls.append])
+    assert calls == []
+
+
+# ---------------------------------------------------------------------------- pytree data
+
+
+def test_fit_takes_pytree_targets_and_resumes(tmp_path):
+    """A VAE: inputs x, targets (x, None) (the Bernoulli term's x, the KL term's nothing) —
+    batched, shuffled, evaluated and checkpointed; a resumed run ends bitwise equal."""
+    from jaxbp.models import autoencoder as ae
+
+    x = (np.random.default_rng(0).random((48, 6)) > 0.5).astype(np.float64)
+    vae = ae.VAE(jaxbp.MLP([8, 4]), jaxbp.MLP([8, 6]))
+    kw = dict(
+        key=jax.random.key(0),
+        batch_size=16,
+        eval_data=(x, (x, None)),
+        evaluation=train.EvalOptions(metric=None, batch_size=20),
+        schedule=train.Schedule(log_every=2, checkpoint_every=4),
+        checkpoint=train.CheckpointOptions(tmp_path),
+        progress=False,
+    )
+    opt = optim.adam(1e-2)
+    full = train.fit(vae, losses.vae_loss(), opt, (x, (x, None)), steps=8, **kw)
+    assert full.step == 8 and [r["step"] for r in full.history["eval"]] == [8]
+    assert full.history["train"][-1]["loss"] < full.history["train"][0]["loss"]
+    checkpoint.path_for(tmp_path, 8).unlink()  # as if killed after step 4
+    resumed = train.fit(vae, losses.vae_loss(), opt, (x, (x, None)), steps=8, **kw)
+    _leaves_equal(resumed.train_state, full.train_state)
+
+
+def _graphs(n_graphs=8, seed=0):
+    from jaxbp.layers import graph
+
+    rng = np.random.default_rng(seed)
+    pairs, labels = [], []
+    for i in range(n_graphs):
+        n = 4  # one batch shape: one compilation (each new shape of a batch compiles anew)
+        ring = [[j, (j + 1) % n] for j in range(n)]
+        edges = np.array(ring + [[b, a] for a, b in ring])
+        pairs.append((rng.normal(size=(n, 4)) + (i % 2), edges))
+        labels.append(i % 2)
+    labels = np.array(labels, np.int32)
+    return [
+        (graph.batch_graphs(pairs[i : i + 2], np.float64), labels[i : i + 2])
+        for i in range(0, 8, 2)
+    ]
+
+
+def test_fit_takes_a_list_of_graph_batches_and_refuses_a_graph_as_rows():
+    batches = _graphs()
+    net = jaxbp.serial(jaxbp.GCN(8), jaxbp.GraphReadout(), jaxbp.Dense(2))
+    kw = dict(key=jax.random.key(0), steps=8, progress=False)
+    result = train.fit(net, LOSS, optim.adam(3e-2), batches, eval_data=batches, **kw)
+    assert result.step == 8 and 0 <= result.history["eval"][-1]["accuracy"] <= 1
+    with pytest.raises(ValueError, match=r"do not share one row count .*list of pre-made"):
+        train.fit(net, LOSS, optim.adam(3e-2), batches[0], **kw)
+    bad = [(dict(batches[0][0], edges=batches[0][0]["edges"] + 100), batches[0][1])]
+    with pytest.raises(ValueError, match="fit: train_data batch 0: GCN"):
+        train.fit(net, LOSS, optim.adam(3e-2), bad, **kw)  # edge ids checked once, too
+
+
+def test_graph_init_takes_a_dict_of_shapes_or_says_what_it_takes(key):
+    net = jaxbp.serial(jaxbp.GCN(8), jaxbp.GraphReadout(), jaxbp.Dense(2))
+    shapes = {"x": (4,), "edges": (2,), "graph": (), "sizes": ()}
+    out_shape, params, _ = net.init(key, shapes)
+    assert out_shape == (2,) and params[0]["W"].shape == (4, 8)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, params, net.init(key, (4,))[1]))
+    with pytest.raises(ValueError, match=r"GCN.*per-node feature shape under 'x'"):
+        net.init(key, {"nodes": (4,)})
+    with pytest.raises(TypeError, match="in_shape must be a per-example shape"):
+        jaxbp.Dense(3).init(key, "4")
+
+
+# --------------------------------------------------------------------------- the public loop
+
+
+def test_loop_runs_a_custom_step_with_callbacks():
+    """The loop calls the step on each batch (K steps per call, the last call shorter) and
+    the callbacks after each call; `every` fires on multiples and at the end; an iterable of
+    batches that runs out is an error naming the step."""
+    seen, at = [], []
+    step_fn = lambda s, batch: (s + sum(batch), len(batch))
+    state = train_loop.loop(
+        step_fn,
+        0,
+        lambda step, count: list(range(step, step + count)),
+        steps=10,
+        steps_per_call=4,
+        callbacks=[
+            lambda t: seen.append((t.step, t.out)),
+            train_loop.every(8, lambda t: at.append(t.step)),
+        ],
+    )
+    assert state == sum(range(10)) and seen == [(4, 4), (8, 4), (10, 2)] and at == [8, 10]
+
+    def stop_at_6(tick):
+        if tick.step >= 6:
+            raise train_loop.Stop
+
+    stopped = train_loop.loop(
+        step_fn,
+        0,
+        lambda step, count: [1] * count,
+        steps=10,
+        steps_per_call=3,
+        callbacks=[stop_at_6],
+    )
+    assert stopped == 6  # early stop after the call that reached step 6
+    with pytest.raises(ValueError, match="ran out at step 2"):
+        train_loop.loop(lambda s, b: (s, b), 0, iter([1, 2]), steps=3)
+    with pytest.raises(ValueError, match="steps_per_call must be an int >= 1"):
+        train_loop.loop(step_fn, 0, iter([]), steps=3, steps_per_call=0)

@@ -231,6 +231,15 @@ def GCN(features: int, *, self_loops: bool = True, w_init="xavier_uniform") -> L
 
 
 def _node_shape(name, in_shape):
+    """The per-node feature shape (F,): given as (F,), or as a graph dict of per-example
+    shapes whose "x" entry is (F,) (what `jaxbp.pipeline.example_shape` gives for a graph)."""
+    if isinstance(in_shape, dict):
+        if "x" not in in_shape:
+            raise ValueError(
+                f"{name}: a dict in_shape must hold the per-node feature shape under 'x', "
+                f"got keys {sorted(in_shape)}; pass (F,) or {{'x': (F,), ...}}"
+            )
+        in_shape = in_shape["x"]
     in_shape = as_shape(in_shape)
     if len(in_shape) != 1:
         raise ValueError(f"{name}: per-node features must have shape (F,), got {in_shape}")
