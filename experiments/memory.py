@@ -267,6 +267,8 @@ def mlp_depth(n, width, batch, repeat, seed):
         p = params if transform is None else transform(params)
         c = compiled(fn, p, x, options=options)
         rows[name] = {"temp_MiB": temp_bytes(c) / MIB, "live_MiB": live_bytes(c) / MIB}
+        if transform is None:  # the layer forwards its traced program runs, as for jaxbp's
+            rows[name]["forward_evals"] = count_dots(jax.make_jaxpr(fn)(p, x).jaxpr) - 2 * n
         fns.append((name, c))
         inputs.append(p)
     times = interleaved_medians([c for _, c in fns], inputs, x, repeat)
