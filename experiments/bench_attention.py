@@ -2,19 +2,23 @@
 
     python -m experiments.bench_attention [--quick]
 
-Attention (float32, B = 4, 4 heads of width 32, causal, T ∈ {128, …, 2048}): value and
-gradient (dQ, dK, dV) of ⟨G, O⟩ for a fixed random G, by four methods in one process from the
-same inputs: the manual whole-matrix form, the manual blocked form (`block_size`, default
-128), `jax.value_and_grad` of the plain formula softmax(QKᵀ/√d + mask) V, and of
-`jax.nn.dot_product_attention` (fed its own (B, T, H, d) layout). Times are medians of runs
-interleaved across the methods, so machine load hits all alike; memory is the compiled
-temporary memory (`.lower(...).compile().memory_analysis().temp_size_in_bytes`). The fitted
-exponent is the slope of log(memory) against log(T). GPT step: one value+grad of the token
-cross-entropy of a GPT (vocab 96, dim 128, 4 layers, 4 heads, T = 256, B = 8), manual (whole
-and blocked attention) against `jax.value_and_grad` of the same forward.
+Attention (float32, B = 4, 4 heads of width 32, T = 16 … 2048, causal and not): value and
+gradient (dQ, dK, dV) of ⟨G, O⟩ for a fixed random G, by five methods in one process from the
+same inputs: the manual op in its default form (`block_size=None`: the form
+`attention.choose_block_size` picks from T), the manual whole-matrix form (`block_size=T`), the
+manual blocked form (`--block`, default 128), `jax.value_and_grad` of the plain formula
+softmax(QKᵀ/√d + mask) V, and of `jax.nn.dot_product_attention` (fed its own (B, T, H, d)
+layout). Times are medians of runs interleaved across the methods, so machine load hits all
+alike; memory is the compiled temporary memory
+(`.lower(...).compile().memory_analysis().temp_size_in_bytes`; the outputs are the same four
+arrays for every method). The fitted exponent is the slope of log(memory) against log(T) over
+T ≥ 256. GPT step: one value+grad of the token cross-entropy of a GPT (vocab 96, dim 128, 4
+layers, 4 heads, T = 256, B = 8), manual (default, whole and blocked attention) against
+`jax.value_and_grad` of the same forward.
 
-Targets from the issue: blocked memory exponent ≤ 1.1 and ≤ 0.25× autodiff's at T = 1024;
-whole-matrix manual time ≤ 1.0× autodiff's at every T; GPT step ≤ 1.0× time, ≤ 0.7× memory.
+Targets from the issues: the default form ≤ 1.0× autodiff's time at every T, causal and not,
+and below `jax.nn.dot_product_attention`'s autodiff; whole-matrix memory ≤ 0.7× autodiff's;
+blocked memory exponent ≤ 1.1 and ≤ 0.25× autodiff's at T = 1024; GPT step ≤ 1.0× time.
 """
 
 from __future__ import annotations
@@ -30,22 +34,28 @@ from experiments import common
 from experiments.bench_rnn import interleaved_medians
 from jaxbp.layers import attention
 
+TS = [16, 32, 64, 128, 256, 512, 1024, 2048]
+MANUAL = ("manual default", "manual whole", "manual blocked")
 
-def plain_attention(q, k, v):
-    """The formula as autodiff sees it: softmax of the causally masked scores, times V."""
+
+def plain_attention(q, k, v, causal=True):
+    """The formula as autodiff sees it: softmax of the (causally masked) scores, times V."""
     T, d = q.shape[-2:]
     S = jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(d)
-    S = jnp.where(jnp.tril(jnp.ones((T, T), bool)), S, -jnp.inf)
+    if causal:
+        S = jnp.where(jnp.tril(jnp.ones((T, T), bool)), S, -jnp.inf)
     return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(S, axis=-1), v)
 
 
-def attention_methods(block):
-    """name -> fn(q, k, v, G) -> (⟨G, O⟩, (dQ, dK, dV)); the jax.nn one takes (B, T, H, d)."""
+def attention_methods(block, causal=True, T=None):
+    """name -> fn(q, k, v, G) -> (⟨G, O⟩, (dQ, dK, dV)); the jax.nn one takes (B, T, H, d).
+    "manual whole" passes block_size = T (any block ≥ T is the whole-matrix form)."""
 
     def manual(block_size):
         def fn(q, k, v, G):
-            o, res = attention.attention_forward(q, k, v, causal=True, block_size=block_size)
-            grads = attention.attention_backward(res, G, causal=True, block_size=block_size)
+            b = q.shape[2] if block_size == "T" else block_size
+            o, res = attention.attention_forward(q, k, v, causal=causal, block_size=b)
+            grads = attention.attention_backward(res, G, causal=causal, block_size=b)
             return jnp.vdot(G, o), grads
 
         return fn
@@ -54,24 +64,27 @@ def attention_methods(block):
         return jax.value_and_grad(lambda q, k, v, G: jnp.vdot(G, f(q, k, v)), argnums=(0, 1, 2))
 
     return {
-        "manual whole": manual(None),
+        "manual default": manual(None),
+        "manual whole": manual("T"),
         "manual blocked": manual(block),
-        "autodiff plain": autodiff(plain_attention),
+        "autodiff plain": autodiff(lambda q, k, v: plain_attention(q, k, v, causal)),
         "autodiff jax.nn": autodiff(
-            lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)
+            lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal)
         ),
     }
 
 
-def bench_attention(T, batch, heads, head_dim, block, repeat, seed=0):
+def bench_attention(T, batch, heads, head_dim, block, repeat, seed=0, causal=True):
     keys = jax.random.split(jax.random.key(seed), 4)
     q, k, v, G = (jax.random.normal(kk, (batch, heads, T, head_dim)) for kk in keys)
     bthd = tuple(jnp.swapaxes(a, 1, 2) for a in (q, k, v, G))  # jax.nn's layout
-    methods = attention_methods(block)
+    methods = attention_methods(block, causal)
     args = {name: bthd if "jax.nn" in name else (q, k, v, G) for name in methods}
     fns = {name: compiled(fn, *args[name]) for name, fn in methods.items()}
     ref = fns["autodiff plain"](*args["autodiff plain"])[1]
-    row = {"T": T, "grad_rel_err": {}, "time_ms": {}, "temp_MiB": {}}
+    default = attention.choose_block_size(T, head_dim)
+    row = {"T": T, "causal": causal, "default_form": "whole" if default is None else default}
+    row.update(grad_rel_err={}, time_ms={}, temp_MiB={})
     for name, fn in fns.items():
         grads = fn(*args[name])[1]
         if "jax.nn" in name:
@@ -102,7 +115,8 @@ def _interleaved(fns, args, repeat):
 
 
 def bench_gpt_step(T, batch, block, repeat, seed=0, vocab=96, dim=128, layers=4, heads=4):
-    """One value+grad of the token loss: manual (whole, blocked) vs jax.value_and_grad."""
+    """One value+grad of the token loss: manual (default, whole, blocked attention) vs
+    jax.value_and_grad of the same forward."""
     loss = jaxbp.losses.token_cross_entropy()
     ids = jax.random.randint(jax.random.key(seed + 1), (batch, T + 1), 0, vocab)
     x, y = ids[:, :-1], ids[:, 1:]
@@ -110,7 +124,7 @@ def bench_gpt_step(T, batch, block, repeat, seed=0, vocab=96, dim=128, layers=4,
         name: jaxbp.GPT(
             vocab, features=dim, depth=layers, heads=heads, max_len=T, block_size=block_size
         )
-        for name, block_size in (("manual whole", None), ("manual blocked", block))
+        for name, block_size in zip(MANUAL, (None, T, block))
     }
     _, params, state = models["manual whole"].init(jax.random.key(seed), (T,))  # shared
     raw = {}
@@ -144,84 +158,122 @@ def fitted_exponent(Ts, values) -> float:
 
 
 def plot(rows, path):
-    fig, axes = common.new_figure(1, 2, figsize=(10, 4))
-    Ts = [r["T"] for r in rows]
-    for name in rows[0]["time_ms"]:
-        axes[0].plot(Ts, [r["time_ms"][name] for r in rows], "o-", label=name)
-        axes[1].plot(Ts, [r["temp_MiB"][name] for r in rows], "o-", label=name)
-    for ax, label in zip(axes, ("value+grad time (ms, median)", "compiled temporary memory (MiB)")):
+    fig, axes = common.new_figure(1, 3, figsize=(15, 4))
+    for causal, ax in ((True, axes[0]), (False, axes[1])):
+        sub = [r for r in rows if r["causal"] == causal]
+        Ts = [r["T"] for r in sub]
+        for name in sub[0]["time_ratio"]:
+            ax.plot(Ts, [r["time_ratio"][name] for r in sub], "o-", label=name)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_title(("causal" if causal else "not causal") + ": time / autodiff plain")
+    sub = [r for r in rows if r["causal"]]
+    for name in sub[0]["temp_MiB"]:
+        axes[2].plot([r["T"] for r in sub], [r["temp_MiB"][name] for r in sub], "o-", label=name)
+    axes[2].set_yscale("log")
+    axes[2].set_title("causal: compiled temporary memory (MiB)")
+    for ax in axes:
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
         ax.set_xlabel("sequence length T")
-        ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.suptitle("causal attention, float32, B=4, 4 heads × 32: manual backward vs autodiff")
+    axes[0].set_yscale("log")
+    axes[1].set_yscale("log")
+    axes[2].legend(fontsize=8)
+    fig.suptitle("attention, float32, B=4, 4 heads × 32: manual backward vs autodiff")
     return common.save_figure(fig, path)
 
 
-def summarize(rows, gpt, block):
+def summarize(rows, gpt):
     """Ratios against the plain autodiff, the fitted exponents, and the report headline."""
-    Ts = [r["T"] for r in rows]
-    mem = {name: [r["temp_MiB"][name] for r in rows] for name in rows[0]["temp_MiB"]}
-    exponents = {name: fitted_exponent(Ts, m) for name, m in mem.items()}
     for r in rows:
         auto_t, auto_m = r["time_ms"]["autodiff plain"], r["temp_MiB"]["autodiff plain"]
         r["time_ratio"] = {n: t / auto_t for n, t in r["time_ms"].items()}
         r["memory_ratio"] = {n: m / auto_m for n, m in r["temp_MiB"].items()}
-    at_1024 = [r for r in rows if r["T"] == 1024]
+        r["default_vs_jax_nn"] = r["time_ms"]["manual default"] / r["time_ms"]["autodiff jax.nn"]
+    causal = [r for r in rows if r["causal"] and r["T"] >= 256]
+    exponents = {
+        name: fitted_exponent([r["T"] for r in causal], [r["temp_MiB"][name] for r in causal])
+        if len(causal) > 1 else None
+        for name in rows[0]["temp_MiB"]
+    }  # fmt: skip
+    at_1024 = [r for r in rows if r["T"] == 1024 and r["causal"]]
     mem_1024 = at_1024[0]["memory_ratio"]["manual blocked"] if at_1024 else None
-    whole_time = max(r["time_ratio"]["manual whole"] for r in rows)
     gpt_time = {n: gpt["time_ms"][n] / gpt["time_ms"]["autodiff"] for n in gpt["time_ms"]}
     gpt_mem = {n: gpt["temp_MiB"][n] / gpt["temp_MiB"]["autodiff"] for n in gpt["temp_MiB"]}
     gpt.update(time_ratio=gpt_time, memory_ratio=gpt_mem)
-    best = min(("manual whole", "manual blocked"), key=lambda n: gpt_time[n])
+
+    def worst(key, name, causal, min_T=0):
+        sub = [r for r in rows if r["causal"] == causal and r["T"] >= min_T] or rows
+        top = max(sub, key=lambda r: r[key][name] if key != "jax" else r["default_vs_jax_nn"])
+        value = top[key][name] if key != "jax" else top["default_vs_jax_nn"]
+        return value, top["T"]
 
     def item(metric, value, reference, target):  # the targets are the full size's (T to 2048)
         ok = None if value is None else value <= target
         return common.headline(metric, value, reference, ok, at="full")
 
-    headline = [
-        item("blocked attention memory exponent in T", exponents["manual blocked"],
-             f"<= 1.1 (autodiff plain: {exponents['autodiff plain']:.2f})", 1.1),
+    headline = []
+    for c in sorted({r["causal"] for r in rows}, reverse=True):
+        tag = "causal" if c else "not causal"
+        v, T = worst("time_ratio", "manual default", c)
+        headline.append(item(f"default form / autodiff time, worst T ({tag}; at T = {T})",
+                             v, "<= 1.0", 1.0))  # fmt: skip
+        v, T = worst("jax", None, c)
+        headline.append(item(f"default form / jax.nn autodiff time, worst T ({tag}; T = {T})",
+                             v, "<= 1.0", 1.0))  # fmt: skip
+    v, T = worst("memory_ratio", "manual whole", True, min_T=64)
+    headline += [
+        item(f"whole-matrix / autodiff memory, worst T >= 64 (T = {T})", v,
+             "<= 0.7 (at T <= d = 32 a T×T temporary fits an output's buffer: see notes)", 0.7),
+        item("blocked attention memory exponent in T (T >= 256)", exponents["manual blocked"],
+             f"<= 1.1 (autodiff plain: {exponents['autodiff plain']})", 1.1),
         item("blocked / autodiff memory at T = 1024", mem_1024, "<= 0.25", 0.25),
-        item("whole-matrix manual / autodiff time, worst T", whole_time, "<= 1.0", 1.0),
-        item(f"GPT step time / autodiff ({best})", gpt_time[best], "<= 1.0", 1.0),
+        item("GPT step time / autodiff (default attention)", gpt_time["manual default"],
+             "<= 1.0", 1.0),
         item("GPT step memory / autodiff (manual blocked)", gpt_mem["manual blocked"],
              f"<= 0.7 (whole: {gpt_mem['manual whole']:.2f})", 0.7),
     ]  # fmt: skip
     return exponents, headline
 
 
+def rounds_for(T, repeat):
+    """More rounds for short calls: max(repeat, 25600 / T) below T = 1024, else `repeat`."""
+    return max(repeat, 25600 // T) if T < 1024 else repeat
+
+
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths")
-    p.add_argument("--block", type=int, default=128)
+    p.add_argument("--block", type=int, default=attention.AUTO_BLOCK)
     p.add_argument("--repeat", type=int, default=None)
+    p.add_argument("--causal", choices=["both", "yes", "no"], default="both")
     p.add_argument("--gpt-T", type=int, default=None)
     p.add_argument("--gpt-batch", type=int, default=8)
     args = p.parse_args(argv)
     out = common.out_dir(args)
-    Ts = args.T or ([128, 256] if args.quick else [128, 256, 512, 1024, 2048])
+    Ts = args.T or ([16, 128, 512] if args.quick else TS)
+    causals = {"both": [True, False], "yes": [True], "no": [False]}[args.causal]
     gpt_T = args.gpt_T or (64 if args.quick else 256)
-    repeat = args.repeat or (3 if args.quick else 7)
+    repeat = args.repeat or (3 if args.quick else 5)
     rows = []
-    print(f"{'T':>5} " + " ".join(f"{n + ' ms/MiB':>26}" for n in attention_methods(1)))
+    names = list(attention_methods(1))
+    print(f"{'T':>5} {'causal':>6} " + " ".join(f"{n + ' ms/MiB':>26}" for n in names))
     for T in Ts:
-        rounds = max(repeat, 12800 // T) if T < 1024 else 3  # short calls: more rounds
-        r = bench_attention(T, 4, 4, 32, min(args.block, T), rounds, args.seed)
-        rows.append(r)
-        cells = [f"{r['time_ms'][n]:12.1f} {r['temp_MiB'][n]:12.1f}" for n in r["time_ms"]]
-        print(f"{T:>5} " + " ".join(f"{c:>26}" for c in cells), flush=True)
+        for causal in causals:
+            r = bench_attention(T, 4, 4, 32, min(args.block, T), rounds_for(T, repeat),
+                                args.seed, causal)  # fmt: skip
+            rows.append(r)
+            cells = [f"{r['time_ms'][n]:12.2f} {r['temp_MiB'][n]:12.1f}" for n in names]
+            print(f"{T:>5} {causal!s:>6} " + " ".join(f"{c:>26}" for c in cells), flush=True)
     gpt = bench_gpt_step(gpt_T, args.gpt_batch, min(args.block, gpt_T, 64), repeat, args.seed)
     print("GPT step:", {n: round(t, 1) for n, t in gpt["time_ms"].items()}, "ms;",
           {n: round(m, 1) for n, m in gpt["temp_MiB"].items()}, "MiB")  # fmt: skip
-    exponents, headline = summarize(rows, gpt, args.block)
+    exponents, headline = summarize(rows, gpt)
     plot(rows, out / "bench_attention.png")
     complete = not args.quick and all(h["ok"] is not None for h in headline)
+    rule = {"whole_max_T": attention.WHOLE_MAX_T, "block": attention.AUTO_BLOCK}
     result = {
-        "config": {"batch": 4, "heads": 4, "head_dim": 32, "causal": True, "dtype": "float32",
-                   "block_size": args.block, "T": Ts, "repeat": repeat},
+        "config": {"batch": 4, "heads": 4, "head_dim": 32, "causal": causals, "dtype": "float32",
+                   "block_size": args.block, "T": Ts, "repeat": repeat, "default_rule": rule},
         "rows": rows,
         "memory_exponent": exponents,
         "gpt_step": gpt,
@@ -233,9 +285,13 @@ def main(argv=None):
             ["bench_attention.png"],
             status="ok" if complete and all(h["ok"] for h in headline) else "partial",
             notes=("quick size: " if args.quick else "")
-            + f"T = {Ts}, GPT step at T = {gpt_T}; medians of max({repeat}, 12800 / T) "
-            "interleaved runs (3 at T >= 1024); the machine may be shared, so times are noisy, "
-            "ratios less so.",
+            + f"T = {Ts}, GPT step at T = {gpt_T}; medians of max({repeat}, 25600 / T) "
+            f"interleaved runs ({repeat} at T >= 1024); the default form is the whole matrix "
+            f"for T <= {rule['whole_max_T']}, blocks of {rule['block']} beyond; the machine "
+            "may be shared, so times are noisy, ratios less so. At T <= 32 (= the head size) "
+            "the temporaries are a few T×T arrays of the outputs' size that XLA partly places "
+            "in output buffers, so memory ratios there say little (whole ≈ 0.94 at T = 16, "
+            "≈ 2 at T = 32: 128 KiB against 66 KiB).",
             size=common.run_size(args),
         ),
     }  # fmt: skip

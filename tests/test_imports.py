@@ -13,12 +13,6 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 PACKAGES = ("jaxbp", "experiments")
 
-# Edges of the two circles that other branches of issue 23 cut (train <-> distributed: one
-# training path; check <-> cases: the CLI moves to `python -m jaxbp.cases`). Empty this set
-# once they are merged: `test_pending_edges_are_still_there` fails as soon as one is gone.
-PENDING = {
-}
-
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
@@ -139,13 +133,5 @@ def test_find_cycle_finds_one():
 
 def test_no_import_circles():
     graph = import_graph()
-    for a, b in PENDING:
-        graph[a].discard(b)
     cycle = find_cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle)
-
-
-def test_pending_edges_are_still_there():
-    graph = import_graph()
-    gone = sorted((a, b) for a, b in PENDING if b not in graph.get(a, set()))
-    assert not gone, f"these circles are cut: remove {gone} from PENDING in tests/test_imports.py"

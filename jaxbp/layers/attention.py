@@ -27,7 +27,18 @@ The forward keeps Q, K, V, O and L only: O(T) numbers per row, never P. Backward
 only padded keys before it) has output O_i = 0 and L_i = 0 by definition; its gradient is 0
 and it adds nothing to dK, dV. No NaN appears, in the forward or in the backward.
 
-**Blocked form** (`block_size=b`): T is padded to a multiple of b (padded keys are masked out,
+**Which form.** `block_size=None` (the default) picks it from T (`choose_block_size`): the
+whole matrix for T ≤ 256, blocks of 128 beyond; `block_size ≥ T` is the whole-matrix form.
+The rule comes from `experiments/bench_attention.py` on XLA:CPU (float32, batch 4, 4 heads of
+32): the whole form is the faster up to T = 256, the blocked one from T = 512 on (about twice
+as fast there, and its memory grows linearly in T).
+
+**Whole-matrix form.** Under one jit the backward's P is the forward's (shared); the scale s
+enters the backward once, on dO (dP = (s dO) Vᵀ, D = rowsum(s dO ⊙ O)), so dS comes out
+already scaled and dQ = dS K, dK = dSᵀ Q need no pass of their own; without a key mask no
+row can be fully masked and the guards below are not computed.
+
+**Blocked form** (`block_size=b < T`): T is padded to a multiple of b (padded keys are masked out,
 padded queries dropped). The forward maps over query blocks and scans over key blocks with the
 online softmax, carrying a running max m, sum l and accumulator a per row:
 
@@ -83,43 +94,43 @@ def _acc_dtype(dtype):
 
 
 def _visible(key_mask, q_pos, k_pos, causal):
-    """A for one tile: (B or 1, 1, len(q_pos), len(k_pos)) bool."""
-    allowed = key_mask[:, None, None, :]  # (B', 1, 1, Tk)
+    """A for one tile: (B' or 1, 1, len(q_pos), len(k_pos)) bool, or None when every key is
+    visible to every query (no key mask, not causal)."""
+    allowed = None if key_mask is None else key_mask[:, None, None, :]  # (B', 1, 1, Tk)
     if causal:
-        allowed = allowed & (k_pos[None, :] <= q_pos[:, None])[None, None]
+        order = (k_pos[None, :] <= q_pos[:, None])[None, None]  # (1, 1, Tq, Tk)
+        allowed = order if allowed is None else allowed & order
     return allowed
 
 
-def _full_mask(key_mask, batch, T, Tp):
-    """The (B', Tp) key mask: padded keys (index ≥ T) are never visible."""
-    real = jnp.arange(Tp) < T  # (Tp,)
+def _full_mask(key_mask, T, Tp):
+    """The (B', Tp) key mask, padded keys (index ≥ T) never visible; None when every key is
+    real (no mask given and no padding)."""
     if key_mask is None:
-        return real[None, :]
-    return jnp.pad(key_mask.astype(bool), ((0, 0), (0, Tp - T))) & real[None, :]
-
-
-def _masked_exp(S, allowed, shift):
-    """A ⊙ exp(S − shift), exactly 0 where A = 0 (never exp of a large masked score)."""
-    return jnp.exp(jnp.where(allowed, S - shift, -jnp.inf))
+        return None if Tp == T else (jnp.arange(Tp) < T)[None, :]
+    return jnp.pad(key_mask.astype(bool), ((0, 0), (0, Tp - T)))
 
 
 # ------------------------------------------------------------------ whole-matrix form
 
 
 def _whole_weights(q, k, key_mask, causal):
-    """P = A ⊙ softmax(S) and L from the full (T, T) score matrix (accumulation dtype)."""
+    """P = A ⊙ softmax(S) and L from the full (T, T) score matrix (accumulation dtype).
+    Without a key mask no row is fully masked, so no guard is computed."""
     T, d = q.shape[-2:]
-    pos = jnp.arange(T)
-    allowed = _visible(key_mask, pos, pos, causal)  # (B', 1, T, T)
-    S = jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(d)  # (B, H, T, T)
-    m = jnp.max(jnp.where(allowed, S, -jnp.inf), axis=-1, keepdims=True)  # (B, H, T, 1)
-    m = jnp.where(jnp.isfinite(m), m, 0)  # a fully masked row: shift by 0
-    E = _masked_exp(S, allowed, m)  # (B, H, T, T)
+    S = jnp.einsum("bhqd,bhkd->bhqk", q, k) * (1 / math.sqrt(d))  # (B, H, T, T)
+    allowed = _visible(key_mask, jnp.arange(T), jnp.arange(T), causal)  # (B', 1, T, T) | None
+    if allowed is not None:
+        S = jnp.where(allowed, S, -jnp.inf)  # exp of a masked score is exactly 0
+    m = jnp.max(S, axis=-1, keepdims=True)  # (B, H, T, 1)
+    if key_mask is not None:
+        m = jnp.where(jnp.isfinite(m), m, 0)  # a fully masked row: shift by 0
+    E = jnp.exp(S - m)  # (B, H, T, T)
     l = E.sum(axis=-1, keepdims=True)  # (B, H, T, 1); 0 on a fully masked row
-    l_safe = jnp.where(l > 0, l, 1)
-    P = E / l_safe  # (B, H, T, T); a fully masked row is 0
-    lse = (m + jnp.log(l_safe))[..., 0]  # (B, H, T); 0 on a masked row
-    return P, lse
+    if key_mask is not None:
+        l = jnp.where(l > 0, l, 1)
+    P = E * (1 / l)  # (B, H, T, T); a fully masked row is 0
+    return P, (m + jnp.log(l))[..., 0]  # L: (B, H, T), 0 on a fully masked row
 
 
 def _whole_forward(q, k, v, key_mask, causal):
@@ -131,15 +142,17 @@ def _whole_forward(q, k, v, key_mask, causal):
 def _whole_backward(q, k, v, out, do, key_mask, causal):
     """P is recomputed by the forward's own steps, not as exp(S − L): under one jit XLA then
     shares them with the forward (common subexpressions) and adds no T×T pass; compiled
-    alone, it costs one row max and one row sum more than exp(S − L) would."""
+    alone, it costs one row max and one row sum more than exp(S − L) would. The scale s
+    rides in dS's own pass: dQ = (s dS) K and dK = (s dS)ᵀ Q need no pass of their own."""
     s = 1 / math.sqrt(q.shape[-1])
     P, _ = _whole_weights(q, k, key_mask, causal)  # (B, H, T, T)
     dv = jnp.einsum("bhqk,bhqd->bhkd", P, do)  # Pᵀ dO
-    dP = jnp.einsum("bhqd,bhkd->bhqk", do, v)  # dO Vᵀ
-    D = jnp.sum(do * out, axis=-1, keepdims=True)  # (B, H, T, 1) rowsum(dO ⊙ O)
-    dS = P * (dP - D)  # (B, H, T, T)
-    dq = jnp.einsum("bhqk,bhkd->bhqd", dS, k) * s  # s dS K
-    dk = jnp.einsum("bhqk,bhqd->bhkd", dS, q) * s  # s dSᵀ Q
+    do_s = do * s  # (B, H, T, d): s enters once, on a T×d array
+    dP = jnp.einsum("bhqd,bhkd->bhqk", do_s, v)  # s dO Vᵀ
+    D = jnp.sum(do_s * out, axis=-1, keepdims=True)  # (B, H, T, 1) s rowsum(dO ⊙ O)
+    dS = P * (dP - D)  # (B, H, T, T) s dS
+    dq = jnp.einsum("bhqk,bhkd->bhqd", dS, k)  # s dS K
+    dk = jnp.einsum("bhqk,bhqd->bhkd", dS, q)  # s dSᵀ Q
     return dq, dk, dv
 
 
@@ -166,12 +179,18 @@ def _unless_after(causal, i, j, b, skip, compute, carry):
     return lax.cond(j * b > i * b + b - 1, skip, compute, carry)
 
 
+def _key_blocks(key_mask, b):
+    """(B', Tp) -> (nk, B', b), or None when every key is real."""
+    if key_mask is None:
+        return None
+    return jnp.moveaxis(key_mask.reshape(key_mask.shape[0], -1, b), 1, 0)
+
+
 def _blocked_forward(q, k, v, key_mask, causal, b):
-    """Online softmax: map over query blocks, scan over key blocks; b×b tiles only."""
-    d = q.shape[-1]
-    s = 1 / math.sqrt(d)
-    kb, vb = _blocks(k, b), _blocks(v, b)  # (nk, B, H, b, d)
-    mb = jnp.moveaxis(key_mask.reshape(key_mask.shape[0], -1, b), 1, 0)  # (nk, B', b)
+    """Online softmax: map over query blocks, scan over key blocks; b×b tiles only. Q is
+    scaled once (s Q) instead of every score tile."""
+    q = q * (1 / math.sqrt(q.shape[-1]))
+    kb, vb, mb = _blocks(k, b), _blocks(v, b), _key_blocks(key_mask, b)  # (nk, B, H, b, d)
     nk = kb.shape[0]
 
     def query_block(args):
@@ -184,12 +203,13 @@ def _blocked_forward(q, k, v, key_mask, causal, b):
             def update(carry):
                 m, l, acc = carry  # (B, H, b, 1), (B, H, b, 1), (B, H, b, d)
                 allowed = _visible(mask_j, q_pos, j * b + jnp.arange(b), causal)
-                S = jnp.einsum("bhqd,bhkd->bhqk", q_i, k_j) * s  # (B, H, b, b)
-                m_blk = jnp.max(jnp.where(allowed, S, -jnp.inf), axis=-1, keepdims=True)
-                m_new = jnp.maximum(m, m_blk)
+                S = jnp.einsum("bhqd,bhkd->bhqk", q_i, k_j)  # (B, H, b, b)
+                if allowed is not None:
+                    S = jnp.where(allowed, S, -jnp.inf)
+                m_new = jnp.maximum(m, jnp.max(S, axis=-1, keepdims=True))
                 m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0)
                 alpha = jnp.exp(m - m_safe)  # rescales what came before; 0 while m = −∞
-                E = _masked_exp(S, allowed, m_safe)  # (B, H, b, b)
+                E = jnp.exp(S - m_safe)  # (B, H, b, b); 0 where masked
                 l = alpha * l + E.sum(axis=-1, keepdims=True)
                 acc = alpha * acc + jnp.einsum("bhqk,bhkd->bhqd", E, v_j)
                 return m_new, l, acc
@@ -209,12 +229,13 @@ def _blocked_forward(q, k, v, key_mask, causal, b):
 
 
 def _blocked_backward(q, k, v, out, lse, do, key_mask, causal, b):
-    """Scan over query blocks (carrying dK, dV) and, inside, over key blocks (carrying dQ_i)."""
-    d = q.shape[-1]
-    s = 1 / math.sqrt(d)
+    """Scan over query blocks (carrying dK, dV) and, inside, over key blocks (carrying dQ_i).
+    Q is scaled once: S_ij = (s Q_i) K_jᵀ, dK_j = Σ_i dS_ijᵀ (s Q_i) needs no scaling and
+    dQ_i = s Σ_j dS_ij K_j is scaled once per query block."""
+    s = 1 / math.sqrt(q.shape[-1])
+    q = q * s
     D = jnp.sum(do * out, axis=-1)  # (B, H, Tp) rowsum(dO ⊙ O)
-    kb, vb = _blocks(k, b), _blocks(v, b)  # (nk, B, H, b, d)
-    mb = jnp.moveaxis(key_mask.reshape(key_mask.shape[0], -1, b), 1, 0)  # (nk, B', b)
+    kb, vb, mb = _blocks(k, b), _blocks(v, b), _key_blocks(key_mask, b)  # (nk, B, H, b, d)
     nk = kb.shape[0]
 
     def query_step(carry, xs):
@@ -227,13 +248,15 @@ def _blocked_backward(q, k, v, out, lse, do, key_mask, causal, b):
 
             def tile(dq_i):
                 allowed = _visible(mask_j, q_pos, j * b + jnp.arange(b), causal)
-                S = jnp.einsum("bhqd,bhkd->bhqk", q_i, k_j) * s  # (B, H, b, b)
-                P = _masked_exp(S, allowed, lse_i[..., None])  # A ⊙ exp(S − L)
+                S = jnp.einsum("bhqd,bhkd->bhqk", q_i, k_j)  # (B, H, b, b)
+                if allowed is not None:
+                    S = jnp.where(allowed, S, -jnp.inf)
+                P = jnp.exp(S - lse_i[..., None])  # A ⊙ exp(S − L)
                 dv_j = jnp.einsum("bhqk,bhqd->bhkd", P, do_i)  # P_ijᵀ dO_i
                 dP = jnp.einsum("bhqd,bhkd->bhqk", do_i, v_j)  # dO_i V_jᵀ
                 dS = P * (dP - D_i[..., None])
-                dk_j = jnp.einsum("bhqk,bhqd->bhkd", dS, q_i) * s  # s dS_ijᵀ Q_i
-                return dq_i + jnp.einsum("bhqk,bhkd->bhqd", dS, k_j) * s, (dk_j, dv_j)
+                dk_j = jnp.einsum("bhqk,bhqd->bhkd", dS, q_i)  # s dS_ijᵀ Q_i
+                return dq_i + jnp.einsum("bhqk,bhkd->bhqd", dS, k_j), (dk_j, dv_j)
 
             def skip(dq_i):
                 return dq_i, (jnp.zeros_like(k_j), jnp.zeros_like(v_j))
@@ -243,7 +266,7 @@ def _blocked_backward(q, k, v, out, lse, do, key_mask, causal, b):
         dq_i, (dk_blocks, dv_blocks) = lax.scan(
             key_step, jnp.zeros_like(q_i), (jnp.arange(nk), kb, vb, mb)
         )
-        return (dk + _unblocks(dk_blocks), dv + _unblocks(dv_blocks)), dq_i
+        return (dk + _unblocks(dk_blocks), dv + _unblocks(dv_blocks)), dq_i * s
 
     qb, dob = _blocks(q, b), _blocks(do, b)
     nq = qb.shape[0]
@@ -254,47 +277,69 @@ def _blocked_backward(q, k, v, out, lse, do, key_mask, causal, b):
 
 # ------------------------------------------------------------------ the op
 
+WHOLE_MAX_T = 256  # the automatic form: the whole matrix up to this T, blocked beyond
+AUTO_BLOCK = 128  # the automatic block size of the blocked form
+
+
+def choose_block_size(T: int, head_dim: int, block_size: int | None = None) -> int | None:
+    """The form a call runs: None for the whole-matrix form, b for the blocked form.
+
+    `block_size` None picks automatically: the whole matrix for T ≤ 256, blocks of 128 beyond
+    (measured on XLA:CPU, float32, 4 × 4 heads of 32 and 64, T = 16 … 2048:
+    `experiments/bench_attention.py`; `head_dim` is kept for the rule's signature). A
+    `block_size` ≥ T is one block holding the whole matrix: the whole-matrix form.
+
+        >>> choose_block_size(128, 32), choose_block_size(1024, 32), choose_block_size(8, 32, 16)
+        (None, 128, None)
+    """
+    if block_size is None:
+        return None if T <= WHOLE_MAX_T else AUTO_BLOCK
+    return None if block_size >= T else block_size
+
 
 def _pad_time(x, Tp):
     T = x.shape[2]
     return x if Tp == T else jnp.pad(x, [(0, 0), (0, 0), (0, Tp - T)] + [(0, 0)] * (x.ndim - 3))
 
 
-def _prepare(key_mask, block_size, *arrays):
-    """The (B', Tp) key mask and each (B, H, T, ...) array in the accumulation dtype, padded in
-    time to Tp, a multiple of the block (T itself for the whole-matrix form)."""
-    B, _, T = arrays[0].shape[:3]
-    b = T if block_size is None else block_size
-    Tp = -(-T // b) * b
+def _prepare(key_mask, b, *arrays):
+    """The (B', Tp) key mask (or None) and each (B, H, T, ...) array in the accumulation
+    dtype, padded in time to Tp, a multiple of the block b (T itself when b is None)."""
+    T = arrays[0].shape[2]
+    Tp = T if b is None else -(-T // b) * b
     acc = _acc_dtype(arrays[0].dtype)
-    return _full_mask(key_mask, B, T, Tp), [_pad_time(x.astype(acc), Tp) for x in arrays]
+    return _full_mask(key_mask, T, Tp), [_pad_time(x.astype(acc), Tp) for x in arrays]
 
 
 def attention_forward(q, k, v, *, key_mask=None, causal=False, block_size=None):
     """O = softmax(s Q Kᵀ + mask) V over (B, H, T, d); returns (O, AttentionResiduals).
 
-    `key_mask`: (B, T) bool (True = a real key) or None. `block_size`: None for the
-    whole-matrix form, or b for the blocked form (any T; padded to a multiple of b inside).
+    `key_mask`: (B, T) bool (True = a real key) or None. `block_size`: None picks the form
+    from T (see `choose_block_size`); b ≥ T is the whole-matrix form; a smaller b the blocked
+    form (any T; padded to a multiple of b inside).
     """
-    dtype, T = q.dtype, q.shape[2]
-    mask, (q32, k32, v32) = _prepare(key_mask, block_size, q, k, v)
-    if block_size is None:
+    dtype, (T, d) = q.dtype, q.shape[2:]
+    b = choose_block_size(T, d, block_size)
+    mask, (q32, k32, v32) = _prepare(key_mask, b, q, k, v)
+    if b is None:
         out, lse = _whole_forward(q32, k32, v32, mask, causal)
     else:
-        out, lse = _blocked_forward(q32, k32, v32, mask, causal, block_size)
+        out, lse = _blocked_forward(q32, k32, v32, mask, causal, b)
     out = out[:, :, :T].astype(dtype)
     return out, AttentionResiduals(q, k, v, out, lse[:, :, :T], key_mask)
 
 
 def attention_backward(residuals, dout, *, causal=False, block_size=None):
-    """(dQ, dK, dV) from the stored Q, K, V, O, L (see the module docstring for the formulas)."""
+    """(dQ, dK, dV) from the stored Q, K, V, O, L (see the module docstring for the formulas);
+    `block_size` as given to `attention_forward`."""
     q, k, v, out, lse, key_mask = residuals
-    dtype, T = q.dtype, q.shape[2]
-    mask, (q32, k32, v32, o32, do32, lse) = _prepare(key_mask, block_size, q, k, v, out, dout, lse)
-    if block_size is None:
+    dtype, (T, d) = q.dtype, q.shape[2:]
+    b = choose_block_size(T, d, block_size)
+    mask, (q32, k32, v32, o32, do32, lse) = _prepare(key_mask, b, q, k, v, out, dout, lse)
+    if b is None:
         grads = _whole_backward(q32, k32, v32, o32, do32, mask, causal)
     else:
-        grads = _blocked_backward(q32, k32, v32, o32, lse, do32, mask, causal, block_size)
+        grads = _blocked_backward(q32, k32, v32, o32, lse, do32, mask, causal, b)
     return tuple(g[:, :, :T].astype(dtype) for g in grads)
 
 
@@ -409,8 +454,10 @@ def MultiHeadAttention(
     columns contiguous inside each block; `b_qkv` (3·dim,); `W_o` (dim, dim); `b_o` (dim,).
     This is PyTorch's `nn.MultiheadAttention` layout transposed: `W_qkv = in_proj_weight.T`,
     `b_qkv = in_proj_bias`, `W_o = out_proj.weight.T`, `b_o = out_proj.bias`, so weights port
-    both ways. `causal`: query i sees keys j ≤ i. `block_size`: None for the whole-matrix
-    attention, b for the blocked form that never holds a T×T array (same numbers). With a dict
+    both ways. `causal`: query i sees keys j ≤ i. `block_size`: None picks the form from T
+    (`choose_block_size`: the whole matrix up to T = 256, blocks of 128 beyond); b ≥ T is the
+    whole-matrix attention, a smaller b the blocked form that never holds a T×T array (same
+    numbers). With a dict
     input, dx is {"x": ∂L/∂x, "mask": None}. A query that sees no key gets attention output 0
     (so y = b_o there) and passes no gradient through the attention.
 

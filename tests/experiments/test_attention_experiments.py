@@ -15,11 +15,15 @@ def test_bench_attention_runs_tiny(tmp_path):
     saved = json.loads((tmp_path / "bench_attention.json").read_text())
     assert saved["report"]["figures"] == ["bench_attention.png"]
     assert (tmp_path / "bench_attention.png").exists()
+    assert [(r["T"], r["causal"]) for r in result["rows"]] == [(16, True), (16, False)]
     for row in result["rows"]:
         assert set(row["time_ms"]) == set(bench_attention.attention_methods(8))
         assert max(row["grad_rel_err"].values()) < 1e-4  # every method computes one gradient
+        assert row["default_form"] == "whole"
     assert max(result["gpt_step"]["grad_rel_err"].values()) < 1e-4
-    assert result["report"]["headline"][1]["value"] is None  # no T = 1024 in this run
+    heads = {h["metric"]: h for h in result["report"]["headline"]}
+    assert heads["blocked / autodiff memory at T = 1024"]["value"] is None  # no T = 1024 here
+    assert len([m for m in heads if m.startswith("default form / autodiff")]) == 2
 
 
 def test_fitted_exponent_reads_the_power():

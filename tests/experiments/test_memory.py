@@ -13,6 +13,7 @@ def test_memory_experiment_pieces(tmp_path):
     proof = mem.isolation_proof(8, 32, 64, 2)
     t = proof["temp_MiB"]
     assert t["jaxbp every(k), isolation=cond"] < t["jaxbp store-all"]
+    assert t["autodiff + jax.checkpoint, barriers kept"] < t["autodiff + jax.checkpoint"]
     mlp = [mem.mlp_depth(n, 16, 8, 1, 0) for n in (4, 9)]
     lstm = [mem.lstm_T(T, 4, 2, 3, 1, 0) for T in (9, 16)]
     for r in mlp:
@@ -21,6 +22,8 @@ def test_memory_experiment_pieces(tmp_path):
             assert row["extra_forward"] == row["formula_extra_forward"], name
     s = mem.summarize(mlp, lstm)
     assert s["extra_forward_matches_formulas"]
+    for v in s["versus_best_jax_checkpoint"]:  # one baseline per depth, named
+        assert v["best_jax_checkpoint"].startswith("jax.checkpoint") and v["sqrt_memory_ratio"] > 0
     heads = mem.headline(s, 9, True)
     figs = mem.figures(tmp_path, mlp, lstm)
     assert all((tmp_path / f).exists() for f in figs)

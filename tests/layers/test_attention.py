@@ -117,6 +117,26 @@ def test_blocked_form_has_no_T_by_T_array():
     assert max(s.count(T) for s in shapes(whole.jaxpr)) == 2  # and the test can fail
 
 
+def test_the_automatic_form_is_whole_up_to_256_and_blocked_beyond():
+    """block_size=None picks the form from T; a block_size ≥ T is the whole-matrix form."""
+    assert attention.choose_block_size(256, 32) is None
+    assert attention.choose_block_size(257, 32) == attention.AUTO_BLOCK
+    assert attention.choose_block_size(300, 32, 300) is None
+    assert attention.choose_block_size(300, 32, 64) == 64
+    T = 300
+    q = jnp.ones((1, 1, T, 2))
+
+    def widest(**opts):  # the most T-long axes of any value in the traced forward+backward
+        def step(q):
+            o, res = attention.attention_forward(q, q, q, causal=True, **opts)
+            return attention.attention_backward(res, o, causal=True, **opts)
+
+        return max(len([n for n in v.aval.shape if n >= T]) for e in
+                   jax.make_jaxpr(step)(q).jaxpr.eqns for v in e.outvars)  # fmt: skip
+
+    assert widest() == 1 and widest(block_size=T) == 2
+
+
 def test_residuals_keep_O_of_T_per_row():
     q, k, v = random_qkv(np.random.default_rng(2), (2, 3, 9, 4), jnp.float32)
     _, res = attention.attention_forward(q, k, v, causal=True)
