@@ -117,7 +117,7 @@ def render(record: dict) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="action", required=True)
     r = sub.add_parser("run", help="run pytest and record per-file seconds")
     r.add_argument("--label", default="after")
     r.add_argument("-n", "--workers", type=int, default=2)
@@ -131,11 +131,11 @@ def main(argv=None) -> None:
     d.add_argument("--note", default="")
     sub.add_parser("render", help="re-render docs/test_times.md from docs/test_times.json")
     args = p.parse_args(argv)
-    if args.command == "run":
+    if args.action == "run":
         entry = run(args.label, args.workers, args.pytest_args)
         print(f"{entry['tests']} tests, wall {entry['wall_seconds']} s -> {MARKDOWN}")
         sys.exit(entry["returncode"])
-    if args.command == "parse":
+    if args.action == "parse":
         log = args.log.read_text()
         tests = sum(int(n) for n in SUMMARY.findall(log.splitlines()[-1] if log else ""))
         entry = {"command": args.command, "returncode": 0, "wall_seconds": args.wall,
