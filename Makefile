@@ -13,16 +13,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,experiments]'
 	touch $(STAMP)
 
+# loadgroup: the tests that share a module-scoped fixture run on one worker (tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 # Every experiment at the quick size, the gradient-check table, then one page:
 # results/index.html. A failed experiment or check shows on the page, and makes demo fail.
-# The check table (mostly single-threaded compilation) runs beside the experiments.
+# The check table (mostly single-threaded compilation; a correctness check, so compiled without
+# LLVM's optimizations, as in the tests) runs beside the experiments, which run in 2 processes.
 demo: $(STAMP)
 	mkdir -p results
-	$(PY) -m jaxbp.cases > results/check_table.txt & check=$$!; \
-	$(PY) -m experiments.run_all --quick; ran=$$?; \
+	XLA_FLAGS=--xla_backend_optimization_level=0 $(PY) -m jaxbp.cases > results/check_table.txt & \
+	check=$$!; \
+	$(PY) -m experiments.run_all --quick --jobs 2; ran=$$?; \
 	wait $$check; checked=$$?; cat results/check_table.txt; \
 	$(PY) -m experiments.report --out results && test $$ran -eq 0 -a $$checked -eq 0
 

@@ -1,6 +1,8 @@
 """Run every experiment at the size given (`--quick` for `make demo`), then build the report.
 
-Each experiment's outcome (ok, or failed with its exception) is recorded in
+`--jobs 2` runs the experiments in two worker processes (the slowest first, so that the two
+finish together); the outcomes are recorded in the order of EXPERIMENTS whatever the order they
+finish in. Each experiment's outcome (ok, or failed with its exception) is recorded in
 `<results>/run_all.json` as it finishes, so a crash shows on the page (results/index.html,
 written at the end by `experiments.report`) instead of stopping the others. The exit status
 is 1 when any experiment failed.
@@ -10,13 +12,23 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
 import sys
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from experiments import common, report
 from experiments.catalog import EXPERIMENTS
+
+# The slowest at --quick first (make demo, 2-core machine), so that two workers end together.
+SLOWEST_FIRST = [
+    "experiments.mixed_precision",
+    "experiments.backprop_cost",
+    "experiments.mnist1d",
+    "experiments.memory",
+]
 
 
 def _results_dir(argv) -> Path:
@@ -41,13 +53,34 @@ def run_one(name: str, argv: list[str]) -> dict:
     return outcome
 
 
+def _jobs(argv: list[str]) -> tuple[int, list[str]]:
+    """`--jobs N` (run_all's own option) and the argv that every experiment gets."""
+    if "--jobs" not in argv:
+        return 1, argv
+    i = argv.index("--jobs")
+    return int(argv[i + 1]), argv[:i] + argv[i + 2 :]
+
+
+def _outcomes(experiments: list[str], argv: list[str], jobs: int):
+    """Yield each experiment's outcome as it finishes: in order in this process for one job,
+    the slowest first in `jobs` fresh worker processes otherwise."""
+    if jobs <= 1:
+        yield from (run_one(name, argv) for name in experiments)
+        return
+    order = sorted(experiments, key=lambda n: SLOWEST_FIRST.index(n) if n in SLOWEST_FIRST else 99)
+    context = multiprocessing.get_context("spawn")  # a fresh JAX in each worker, no fork
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        yield from (f.result() for f in as_completed(pool.submit(run_one, n, argv) for n in order))
+
+
 def main(argv=None, experiments=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    jobs, argv = _jobs(list(sys.argv[1:] if argv is None else argv))
     experiments = EXPERIMENTS if experiments is None else experiments
     results = _results_dir(argv)
-    record = {"argv": argv, "experiments": []}
-    for name in experiments:
-        record["experiments"].append(run_one(name, argv))
+    record = {"argv": argv, "jobs": jobs, "experiments": []}
+    for outcome in _outcomes(experiments, argv, jobs):
+        record["experiments"].append(outcome)
+        record["experiments"].sort(key=lambda o: experiments.index(o["experiment"]))
         (results / "run_all.json").write_text(json.dumps(record, indent=2) + "\n")
     failed = [o["experiment"] for o in record["experiments"] if o["status"] != "ok"]
     report.build(results, experiments)

@@ -1,9 +1,55 @@
-"""Tests run in float64 by default (the gradient checks need it); float32 is tested explicitly."""
+"""Tests run in float64 by default (the gradient checks need it); float32 is tested explicitly.
 
-import jax
-import pytest
+Most of the suite's time is XLA compiling small programs, so three things keep it short
+(docs/test_times.md has the numbers):
+
+- XLA's backend (LLVM) optimization level 0: the programs are tiny, so LLVM's passes cost far
+  more than they save. The HLO passes (fusion, buffer assignment, memory analysis) are unchanged.
+- A compilation cache for this one run, shared by the pytest-xdist workers: the registry's
+  modes and many tests compile the same program again (the jax.vjp reference of a case, a
+  model's step rebuilt per test). It lives in a fresh temporary directory per run, so a run never
+  starts warm and `make test` on a fresh clone times what it measures.
+- With `-n 2 --dist loadgroup` (the Makefile's `make test`), the tests of a file that shares a
+  module-scoped fixture run on one worker, so the fixture (a subprocess child, a dataset, a
+  compiled step) is built once, not once per worker.
+"""
+
+import os
+import shutil
+import tempfile
+
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
+# One cache directory per run, made by the first process (the xdist controller, or the only
+# process), which deletes it at the end; the workers and the subprocesses that tests start
+# inherit it through the environment, where JAX reads these settings when it is imported.
+MADE_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if MADE_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxbp-test-xla-cache-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402 - after the environment: the backend reads XLA_FLAGS when it starts
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+def pytest_unconfigure(config):
+    if MADE_CACHE:
+        shutil.rmtree(os.environ.pop("JAX_COMPILATION_CACHE_DIR"), ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under --dist loadgroup: the tests of a file that share a module-scoped fixture are one
+    group (one worker); every other test is scheduled on its own."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        fixtures = info.name2fixturedefs.values() if info else ()
+        if any(d.scope == "module" for defs in fixtures for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture

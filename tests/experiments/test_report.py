@@ -68,15 +68,19 @@ def fake_experiments(tmp_path, monkeypatch):
     return ["fake_ok", "fake_crash", "fake_silent", "fake_never_ran"]
 
 
+@pytest.mark.parametrize("jobs", [1, 2])  # in this process; in two worker processes
 def test_run_all_records_failures_keeps_going_and_the_page_shows_every_row(
-    tmp_path, fake_experiments
+    tmp_path, fake_experiments, jobs
 ):
     out = tmp_path / "results"
     (out).mkdir()
     (out / "check_table.txt").write_text("case ...\n3 passed, 0 failed\n")
-    status = run_all.main(["--out", str(out)], experiments=fake_experiments[:3])
+    argv = ["--out", str(out), "--jobs", str(jobs)]
+    status = run_all.main(argv, experiments=fake_experiments[:3])
     assert status == 1  # one experiment failed
-    outcomes = json.loads((out / "run_all.json").read_text())["experiments"]
+    record = json.loads((out / "run_all.json").read_text())
+    assert record["jobs"] == jobs and record["argv"] == ["--out", str(out)]
+    outcomes = record["experiments"]  # in the order given, whatever order they finished in
     assert [o["status"] for o in outcomes] == ["ok", "failed", "ok"]
     assert "RuntimeError: the data set is not there" in outcomes[1]["error"]
 
