@@ -19,12 +19,11 @@ test: $(STAMP)
 
 # Every experiment at the quick size, the gradient-check table, then one page:
 # results/index.html. A failed experiment or check shows on the page, and makes demo fail.
-# The check table (mostly single-threaded compilation; a correctness check, so compiled without
-# LLVM's optimizations, as in the tests) runs beside the experiments, which run in 2 processes.
+# The check table (mostly single-threaded compilation) runs beside the experiments, which run
+# in 2 processes (run_all --jobs 2, the slowest first).
 demo: $(STAMP)
 	mkdir -p results
-	XLA_FLAGS=--xla_backend_optimization_level=0 $(PY) -m jaxbp.cases > results/check_table.txt & \
-	check=$$!; \
+	$(PY) -m jaxbp.cases > results/check_table.txt & check=$$!; \
 	$(PY) -m experiments.run_all --quick --jobs 2; ran=$$?; \
 	wait $$check; checked=$$?; cat results/check_table.txt; \
 	$(PY) -m experiments.report --out results && test $$ran -eq 0 -a $$checked -eq 0
