@@ -539,7 +539,7 @@ def locate(layer: Layer, params, state, x, *, key=None, train=False, path="") ->
 def _with_culprit(report: Report, found: Report | None) -> Report:
     if found is None:
         return report
-    return report._replace(culprit=found.culprit, culprit_report=found)
+    return report._replace(culprit=found.culprit, culprit_report=found._replace(culprit=""))
 
 
 def check_ops(forward, backward, params, x, *, name="op", dtype=jnp.float64, **kwargs) -> Report:

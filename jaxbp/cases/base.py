@@ -86,16 +86,20 @@ def loss_case(name: str, build: Callable) -> Case:
 
 
 def model_case(name: str, build: Callable) -> Case:
-    """`build(rng, batch) -> (model, loss, x, y)`, optionally `+ (options,)` with `train`."""
+    """`build(rng, batch) -> (model, loss, x, y)`, optionally `+ (options,)` with `train` and
+    `params(rng) -> params` (e.g. nonzero biases, so that no unit of a relu net sits exactly
+    at the kink for a dead row)."""
 
     def run(rng, *, batch, dtype, jit, **kwargs):
         model, loss, x, y, *rest = build(rng, batch)
         opts = rest[0] if rest else {}
+        params = opts["params"](rng) if "params" in opts else None
         return check.check_model(
             model,
             loss,
             x,
             y,
+            params=params,
             train=opts.get("train", True),
             seed=_seed(rng),
             dtype=dtype,

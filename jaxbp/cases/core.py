@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax
+
 import jaxbp
 from jaxbp import losses
 from jaxbp.cases.base import layer_case, loss_case, model_case, size
@@ -13,10 +15,12 @@ def _dense(rng):
     return jaxbp.Dense(size(rng, 1, 7), bias=bias), (*extra, size(rng, 1, 7))
 
 
-def _activation(make):
+def _activation(make, min_last=1):
+    """`min_last`: the smallest last axis (a softmax over one entry is constant: zero gradient)."""
+
     def build(rng):
         shape = tuple(size(rng, 1, 5) for _ in range(int(rng.integers(1, 3))))
-        return make(), shape
+        return make(), (*shape[:-1], max(shape[-1], min_last))
 
     return build
 
@@ -108,7 +112,14 @@ def _mlp_classifier(rng, batch):
     model = jaxbp.models.MLP([size(rng, 1, 8), size(rng, 1, 8), classes], activation=act)
     x = rng.normal(size=(batch, d))
     y = rng.integers(0, classes, size=(batch,))
-    return model, losses.softmax_cross_entropy(), x, y
+
+    def params(rng):
+        # zero biases put a whole layer at relu's kink for a row whose units all died before
+        # it; there jax.vjp of max(z, 0) takes ½ and Relu the documented 0
+        _, p, _ = model.init(jax.random.key(int(rng.integers(2**31 - 1))), (d,))
+        return jax.tree.map(lambda a: a + 0.1 * rng.normal(size=a.shape), p)
+
+    return model, losses.softmax_cross_entropy(), x, y, {"params": params}
 
 
 def _mlp_regression(rng, batch):
@@ -132,7 +143,10 @@ def _multi_task_model(rng, batch):
 
 CASES = [
     layer_case("Dense", _dense),
-    *(layer_case(name, _activation(make)) for name, make in ACTIVATIONS.items()),
+    *(
+        layer_case(name, _activation(make, 2 if "Softmax" in name else 1))
+        for name, make in ACTIVATIONS.items()
+    ),
     layer_case("serial", _serial),
     layer_case("residual", _residual),
     layer_case("parallel", _parallel),

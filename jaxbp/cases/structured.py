@@ -92,7 +92,11 @@ def _random_tree(rng, dim, depth):
 def _trees(dim, max_depth):
     def x(rng, batch):
         depth = int(rng.integers(0, max_depth + 1))
-        return batch_trees([_random_tree(rng, dim, depth) for _ in range(batch)], np.float64)
+        trees = [_random_tree(rng, dim, depth) for _ in range(batch)]
+        if max_depth > 0:  # one child at least: a batch of leaves sends nothing to U
+            x0, kids = trees[0]
+            trees[0] = (x0, [*kids, _random_tree(rng, dim, max(depth, 1) - 1)])
+        return batch_trees(trees, np.float64)
 
     return x
 
