@@ -321,8 +321,9 @@ def min_peak() -> Schedule:
     bytes of layer i's input, r(i) of its residuals, measured from shapes when the chain is
     traced). With equal sizes the segments shrink toward the end of the chain, by a/r layers
     a segment: peak ≈ √(2·n·a·r), below every(k) for every k (≤ by construction, as every(k)
-    is one of the segmentings searched), for n − (last segment) ≤ n − 1 extra forwards — fewer
-    than jax.checkpoint on every segment, which recomputes all n. The default schedule."""
+    is one of the segmentings searched), for n − (last segment) ≤ n − 1 extra forwards — no
+    more than jax.checkpoint on every segment (n − 1 in experiments/memory.py's traced
+    program). `sqrt_n()` stays Chen's fixed ⌈√n⌉ segments. The default schedule."""
 
     def sized(a, r):
         return _segments(min_peak_bounds(a, r))
