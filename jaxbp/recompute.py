@@ -62,14 +62,14 @@ Example:
     >>> import jax, jax.numpy as jnp, jaxbp
     >>> block = lambda: jaxbp.residual(jaxbp.serial(jaxbp.Dense(4), jaxbp.Tanh()))
     >>> layers = [block() for _ in range(9)]
-    >>> chain = jaxbp.remat_sequence(*layers, schedule=jaxbp.recompute.sqrt_n())
+    >>> chain = jaxbp.remat_sequence(*layers)  # schedule=recompute.min_peak(), the default
     >>> plain = jaxbp.serial(*layers)
     >>> _, params, state = plain.init(jax.random.key(0), (4,))
-    >>> x = jnp.ones((2, 4))
-    >>> y, res, _ = chain.forward(params, state, x)
-    >>> dp, dx = chain.backward(params, res, jnp.ones_like(y))
-    >>> y0, res0, _ = plain.forward(params, state, x)
-    >>> dp0, dx0 = plain.backward(params, res0, jnp.ones_like(y0))
+    >>> def grads(model, x):  # one compiled program: the recomputation is bitwise the forward
+    ...     y, res, _ = model.forward(params, state, x)
+    ...     return y, model.backward(params, res, jnp.ones_like(y))
+    >>> y, (dp, dx) = jax.jit(grads, static_argnums=0)(chain, jnp.ones((2, 4)))
+    >>> y0, (dp0, dx0) = jax.jit(grads, static_argnums=0)(plain, jnp.ones((2, 4)))
     >>> bool((y == y0).all() and (dx == dx0).all())
     True
     >>> jaxbp.recompute.sqrt_n().cost(9)  # (extra forwards, stored inputs, taped layers)
