@@ -281,7 +281,8 @@ def segments_peak(bounds, input_bytes, residual_bytes) -> int:
 def _bounds_within(peak, a, r):
     """Segment boundaries whose peak is ≤ `peak`, or None. g[i] = the least bytes stored up to
     a boundary at i (a(i) included); any feasible path to i with less stored is as good for
-    what follows, so keeping the least per i is exact (O(n · longest segment))."""
+    what follows, so keeping the least per i is exact (O(n · longest segment)). The last
+    segment starts at the first feasible j: the fewest extra forwards (j) for that peak."""
     n = len(r)
     g, prev = [0] + [math.inf] * n, [0] * (n + 1)
     for i in range(1, n + 1):
@@ -290,8 +291,12 @@ def _bounds_within(peak, a, r):
             taped += r[j]
             if taped > peak:
                 break
-            if g[j] + taped <= peak and g[j] + (a[i] if i < n else 0) < g[i]:
-                g[i], prev[i] = g[j] + (a[i] if i < n else 0), j
+            if g[j] + taped > peak:
+                continue
+            if i == n:  # nothing stored at the end: any feasible j, the smallest is best
+                g[n], prev[n] = g[j], j
+            elif g[j] + a[i] < g[i]:
+                g[i], prev[i] = g[j] + a[i], j
     if g[n] == math.inf:
         return None
     bounds = [n]
