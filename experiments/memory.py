@@ -529,9 +529,25 @@ def summarize(mlp, lstm):
         "sqrt_vs_best_jax_time": worst_time["sqrt_time_ratio"],
         "sqrt_vs_best_jax_time_at": worst_time["depth"],
         "min_peak_memory_ratio": last["min_peak"]["temp_MiB"] / store["temp_MiB"],
+        "min_peak_time_ratio": last["min_peak"]["time_ms"] / store["time_ms"],
+        "depth_table": depth_table(mlp, alphas),
         **{f"{key}_worst": v[key] for key, v in worst.items()},
         **{f"{key}_worst_at": v["depth"] for key, v in worst.items()},
     }
+
+
+def depth_table(mlp, alphas):
+    """{"columns", "rows"}: temporary MiB of each variant at each depth, α and the time at
+    the deepest — for docs/memory.md's size-independent table marker."""
+    depths = [r["depth"] for r in mlp]
+    columns = ["variant", *(f"depth {d}" for d in depths), "α"]
+    columns.append(f"time at depth {depths[-1]} (ms)")
+    rows = []
+    for name in mlp[0]["variants"]:
+        mib = [round(r["variants"][name]["temp_MiB"], 1) for r in mlp]
+        ms = round(mlp[-1]["variants"][name]["time_ms"])
+        rows.append([name, *mib, round(alphas[name], 2), ms])
+    return {"columns": columns, "rows": rows}
 
 
 def best_checkpoint(row):
