@@ -8,7 +8,9 @@ inside the backward trades time for memory. This module makes that trade a part 
   and whose backward reruns the layer's forward, then its backward. Same results, bit for bit.
 * `remat_sequence(*layers, schedule=...)` — a chain like `serial(*layers)` (same params, state,
   keys and results) whose forward stores only some layer inputs ("checkpoints"), with the
-  schedules `store_all()`, `every(k)`, `sqrt_n()` and `revolve(c)` (binomial checkpointing).
+  schedules `store_all()`, `every(k)`, `sqrt_n()`, `min_peak()` (the default: segments sized
+  from the layers' measured input and residual bytes) and `revolve(c)` (binomial
+  checkpointing).
 
 **Cost model.** Reversing layer i needs one *taped* forward of layer i (keeping its residuals)
 followed by its backward; store-all does exactly that, n taped forwards. A schedule adds
@@ -21,6 +23,7 @@ schedule           peak memory (besides the input)     extra forward work (layer
 store_all()        n·r                                 0
 every(k)           (⌈n/k⌉ − 1)·a + k·r                 n − (length of the last segment)
 sqrt_n()           every(⌈√n⌉): ≈ √n·a + √n·r          ≈ n − √n
+min_peak()         ≈ √(2·n·a·r), ≤ every(k) for all k   n − (last segment) ≤ n − 1
 revolve(c)         c·a + 1·r                           t(n, c) = ρ·n − β(c + 1, ρ − 1)
 =================  =================================  =================================
 
@@ -59,14 +62,14 @@ Example:
     >>> import jax, jax.numpy as jnp, jaxbp
     >>> block = lambda: jaxbp.residual(jaxbp.serial(jaxbp.Dense(4), jaxbp.Tanh()))
     >>> layers = [block() for _ in range(9)]
-    >>> chain = jaxbp.remat_sequence(*layers, schedule=jaxbp.recompute.sqrt_n())
+    >>> chain = jaxbp.remat_sequence(*layers)  # schedule=recompute.min_peak(), the default
     >>> plain = jaxbp.serial(*layers)
     >>> _, params, state = plain.init(jax.random.key(0), (4,))
-    >>> x = jnp.ones((2, 4))
-    >>> y, res, _ = chain.forward(params, state, x)
-    >>> dp, dx = chain.backward(params, res, jnp.ones_like(y))
-    >>> y0, res0, _ = plain.forward(params, state, x)
-    >>> dp0, dx0 = plain.backward(params, res0, jnp.ones_like(y0))
+    >>> def grads(model, x):  # one compiled program: the recomputation is bitwise the forward
+    ...     y, res, _ = model.forward(params, state, x)
+    ...     return y, model.backward(params, res, jnp.ones_like(y))
+    >>> y, (dp, dx) = jax.jit(grads, static_argnums=0)(chain, jnp.ones((2, 4)))
+    >>> y0, (dp0, dx0) = jax.jit(grads, static_argnums=0)(plain, jnp.ones((2, 4)))
     >>> bool((y == y0).all() and (dx == dx0).all())
     True
     >>> jaxbp.recompute.sqrt_n().cost(9)  # (extra forwards, stored inputs, taped layers)
@@ -218,13 +221,22 @@ def plan_cost(p) -> Cost:
 
 
 class Schedule(NamedTuple):
-    """A named rule that turns a chain length n into a plan."""
+    """A named rule that turns a chain length n into a plan; a rule with `sized` plans from
+    the layers' sizes instead (`remat_sequence` measures them when it traces its forward)."""
 
     name: str
-    plan: Any  # n -> plan
+    plan: Any  # n -> plan (for `sized` rules: the plan for n layers of equal sizes a = r)
+    sized: Any = None  # (input bytes per layer, residual bytes per layer) -> plan, or None
 
     def cost(self, n: int) -> Cost:
         return plan_cost(self.plan(n))
+
+    def plan_for(self, input_bytes, residual_bytes):
+        """The plan for layers whose inputs take input_bytes[i] and residuals
+        residual_bytes[i] (a rule without `sized` ignores the sizes)."""
+        if self.sized is None:
+            return self.plan(len(input_bytes))
+        return self.sized(tuple(input_bytes), tuple(residual_bytes))
 
 
 def store_all() -> Schedule:
@@ -253,6 +265,75 @@ def every(k: int) -> Schedule:
 def sqrt_n() -> Schedule:
     """Chen et al. (2016): every(⌈√n⌉) — memory ≈ 2√n layers, one extra forward (≈ n − √n)."""
     return Schedule("sqrt_n", lambda n: every(max(1, math.isqrt(n - 1) + 1)).plan(n))
+
+
+def segments_peak(bounds, input_bytes, residual_bytes) -> int:
+    """Peak of the segmenting 0 = b_0 < b_1 < … < b_m = n (each segment taped in the
+    backward, its boundaries stored): max_j [Σ_{i=1..j} a(b_i) + Σ_{l ∈ [b_j, b_{j+1})} r(l)]
+    — segment j is reversed while the inputs b_1 … b_j are still stored."""
+    stored, peak = 0, 0
+    for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        stored += input_bytes[lo] if j > 0 else 0
+        peak = max(peak, stored + sum(residual_bytes[lo:hi]))
+    return peak
+
+
+def _bounds_within(peak, a, r):
+    """Segment boundaries whose peak is ≤ `peak`, or None. g[i] = the least bytes stored up to
+    a boundary at i (a(i) included); any feasible path to i with less stored is as good for
+    what follows, so keeping the least per i is exact (O(n · longest segment)). The last
+    segment starts at the first feasible j: the fewest extra forwards (j) for that peak."""
+    n = len(r)
+    g, prev = [0] + [math.inf] * n, [0] * (n + 1)
+    for i in range(1, n + 1):
+        taped = 0
+        for j in range(i - 1, -1, -1):  # segment [j, i)
+            taped += r[j]
+            if taped > peak:
+                break
+            if g[j] + taped > peak:
+                continue
+            if i == n:  # nothing stored at the end: any feasible j, the smallest is best
+                g[n], prev[n] = g[j], j
+            elif g[j] + a[i] < g[i]:
+                g[i], prev[i] = g[j] + a[i], j
+    if g[n] == math.inf:
+        return None
+    bounds = [n]
+    while bounds[-1] > 0:
+        bounds.append(prev[bounds[-1]])
+    return bounds[::-1]
+
+
+@cache
+def min_peak_bounds(input_bytes: tuple, residual_bytes: tuple) -> list:
+    """The segmenting with the least `segments_peak` for these sizes: a bisection on the
+    peak (between the largest layer's residuals and √n segments' peak) over `_bounds_within`."""
+    n = len(residual_bytes)
+    k = math.isqrt(n - 1) + 1
+    best = [*range(0, n, k), n]
+    lo, hi = max(residual_bytes) - 1, segments_peak(best, input_bytes, residual_bytes)
+    while hi - lo > 1:  # invariant: nothing fits in lo, bounds `best` fit in hi
+        mid = (lo + hi) // 2
+        bounds = _bounds_within(mid, input_bytes, residual_bytes)
+        lo, hi, best = (lo, mid, bounds) if bounds else (mid, hi, best)
+    return best
+
+
+def min_peak() -> Schedule:
+    """Segments sized for the chain: the boundaries that minimize the peak memory
+    max_j [stored inputs b_1…b_j + segment j's residuals] for the layers' own sizes (a(i) the
+    bytes of layer i's input, r(i) of its residuals, measured from shapes when the chain is
+    traced). With equal sizes the segments shrink toward the end of the chain, by a/r layers
+    a segment: peak ≈ √(2·n·a·r), below every(k) for every k (≤ by construction, as every(k)
+    is one of the segmentings searched), for n − (last segment) ≤ n − 1 extra forwards — no
+    more than jax.checkpoint on every segment (n − 1 in experiments/memory.py's traced
+    program). `sqrt_n()` stays Chen's fixed ⌈√n⌉ segments. The default schedule."""
+
+    def sized(a, r):
+        return _segments(min_peak_bounds(a, r))
+
+    return Schedule("min_peak", lambda n: sized((1,) * n, (1,) * n), sized)
 
 
 # --------------------------------------------------------------------- binomial (revolve)
@@ -309,10 +390,11 @@ class ChainResiduals:
     state: Any  # every layer's state before the forward (recomputations reuse it)
     keys: Any  # every layer's key (or Nones)
     train: bool = field(default=False)  # static
+    plan: Any = None  # static: the plan the forward ran (a sized schedule's, from the shapes)
 
 
 jax.tree_util.register_dataclass(
-    ChainResiduals, data_fields=["x", "stored", "state", "keys"], meta_fields=["train"]
+    ChainResiduals, data_fields=["x", "stored", "state", "keys"], meta_fields=["train", "plan"]
 )
 
 
@@ -330,6 +412,19 @@ class _Chain(NamedTuple):
         return self.layers[i].forward(
             self.params[i], self.state[i], x, key=self.keys[i], train=self.train
         )
+
+    def sizes(self, x):
+        """(bytes of each layer's input, bytes of its residuals), from shapes alone."""
+        input_bytes, residual_bytes = [], []
+        for i in range(len(self.layers)):
+            input_bytes.append(_nbytes(x))
+            x, residuals, _ = jax.eval_shape(lambda x, i=i: self.run(i, x), x)
+            residual_bytes.append(_nbytes(residuals))
+        return input_bytes, residual_bytes
+
+
+def _nbytes(tree) -> int:
+    return sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
 
 
 def _forward_path(chain, plan, x, new_state):
@@ -374,7 +469,7 @@ def remat_sequence(
 ) -> Layer:
     """A chain y = f_n(... f_1(x)) like `serial(*layers)` — the same params, state, keys and
     results, bit for bit — whose forward stores only what `schedule` says and whose backward
-    recomputes the rest (default `sqrt_n()`; see the module docstring for the schedules'
+    recomputes the rest (default `min_peak()`; see the module docstring for the schedules'
     memory and extra work).
 
     Backward of a stored input x_mid splitting [lo, hi): reverse [mid, hi) from x_mid, giving
@@ -389,7 +484,7 @@ def remat_sequence(
                 f"remat_sequence: argument {i} is a {type(layer).__name__}, not a Layer "
                 "(did you forget to call a constructor, e.g. Relu() instead of Relu?)"
             )
-    schedule = sqrt_n() if schedule is None else schedule
+    schedule = min_peak() if schedule is None else schedule
     if not isinstance(schedule, Schedule):
         raise TypeError(
             f"remat_sequence: schedule must be a Schedule (e.g. jaxbp.recompute.every(4)), "
@@ -398,7 +493,7 @@ def remat_sequence(
     n = len(layers)
     name = name or f"remat_sequence[{schedule.name}](" + ", ".join(x.name for x in layers) + ")"
     _check_isolation(name, isolation)
-    plan = schedule.plan(n)
+    fixed_plan = None if schedule.sized else schedule.plan(n)
 
     def init(key, in_shape):
         shape = as_shape(in_shape)
@@ -412,9 +507,10 @@ def remat_sequence(
     def forward(params, state, x, *, key=None, train=False):
         keys = tuple(split_key(key, n))
         chain = _Chain(layers, params, state, keys, train, isolation)
+        plan = schedule.plan_for(*chain.sizes(x)) if fixed_plan is None else fixed_plan
         new_state = [None] * n
         y, stored = _forward_path(chain, plan, x, new_state)
-        return y, ChainResiduals(x, stored, state, keys, train), tuple(new_state)
+        return y, ChainResiduals(x, stored, state, keys, train, plan), tuple(new_state)
 
     def backward(params, residuals, dy):
         if not isinstance(residuals, ChainResiduals):
@@ -422,7 +518,7 @@ def remat_sequence(
         r = residuals
         chain = _Chain(layers, params, r.state, r.keys, r.train, isolation)
         dparams = [None] * n
-        dx = _reverse(chain, plan, r.x, r.stored, dy, dparams)
+        dx = _reverse(chain, r.plan, r.x, r.stored, dy, dparams)
         return tuple(dparams), dx
 
     def children(params, state, x, *, key=None, train=False):

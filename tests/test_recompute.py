@@ -42,6 +42,7 @@ SCHEDULES = [
     recompute.every(1),
     recompute.every(3),
     recompute.sqrt_n(),
+    recompute.min_peak(),
     recompute.revolve(1),
     recompute.revolve(3),
 ]
@@ -152,6 +153,52 @@ def test_segment_schedule_formulas():
         k = math.isqrt(n - 1) + 1
         assert recompute.sqrt_n().cost(n) == recompute.every(k).cost(n)
     assert recompute.store_all().cost(10) == (0, 0, 10)
+
+
+def _all_bounds(n):
+    """Every segmenting of n layers: 0 < b_1 < … < n from each subset of 1 … n − 1."""
+    for mask in range(2 ** (n - 1)):
+        yield [0, *(i for i in range(1, n) if mask >> (i - 1) & 1), n]
+
+
+def test_min_peak_is_the_least_peak_segmenting():
+    """Exhaustive over all segmentings for n ≤ 9 (equal and unequal sizes), and ≤ every
+    every(k) up to n = 200; it recomputes at most n − 1 layers (jax.checkpoint on every
+    segment: n); its executor's memory formula is segments_peak."""
+    rng = np.random.default_rng(0)
+    for n in range(1, 10):
+        for a, r in [
+            ((1,) * n, (2,) * n),
+            (tuple(rng.integers(1, 9, n)), tuple(rng.integers(1, 9, n))),
+        ]:
+            got = recompute.segments_peak(recompute.min_peak_bounds(a, r), a, r)
+            assert got == min(recompute.segments_peak(b, a, r) for b in _all_bounds(n)), (a, r)
+    for n in (16, 64, 200):
+        a, r = (3,) * n, (7,) * n
+        bounds = recompute.min_peak_bounds(a, r)
+        peak = recompute.segments_peak(bounds, a, r)
+        assert all(
+            peak <= recompute.segments_peak([*range(0, n, k), n], a, r) for k in range(1, n + 1)
+        )
+        plan = recompute.min_peak().plan_for(a, r)
+        assert recompute.plan_memory(plan, 3, 7) == peak
+        assert recompute.plan_cost(plan).extra_forward == n - (bounds[-1] - bounds[-2]) <= n - 1
+    # equal sizes a = 1, r = 2 at depth 64: 16 against √n segments' 23 (shrinking segments)
+    assert recompute.plan_memory(recompute.min_peak().plan_for((1,) * 64, (2,) * 64), 1, 2) == 16
+
+
+def test_min_peak_measures_the_layers():
+    """The chain plans from its layers' shapes: a residual Dense+Tanh block stores its input
+    (Dense) and its output (Tanh), r = 2a, so its plan is the one for those sizes."""
+    n, width, batch = 12, 8, 5
+    layers = _blocks(n, width, dropout=False)
+    chain = jaxbp.remat_sequence(*layers)  # the default schedule: min_peak()
+    _, params, state = chain.init(jax.random.key(0), (width,))
+    x = jnp.ones((batch, width), jnp.float32)
+    _, res, _ = chain.forward(params, state, x)
+    act = batch * width * 4
+    assert res.plan == recompute.min_peak().plan_for((act,) * n, (2 * act,) * n)
+    assert res.plan != recompute.sqrt_n().plan(n)
 
 
 def _temp_bytes(model, params, state, x):

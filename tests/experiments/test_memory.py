@@ -24,7 +24,12 @@ def test_memory_experiment_pieces(tmp_path):
     assert s["extra_forward_matches_formulas"]
     for v in s["versus_best_jax_checkpoint"]:  # one baseline per depth, named
         assert v["best_jax_checkpoint"].startswith("jax.checkpoint") and v["sqrt_memory_ratio"] > 0
+    for r in mlp:  # the default schedule keeps no more than √n, with the same isolation
+        v = r["variants"]
+        assert v["min_peak"]["temp_MiB"] <= v["√n"]["temp_MiB"]
+        assert v[mem.MIN_PEAK_FLAG]["temp_MiB"] <= v[mem.SQRT_FLAG]["temp_MiB"]
     heads = mem.headline(s, 9, True)
+    assert any(h["metric"].startswith("min_peak (the default; cond") for h in heads)
     figs = mem.figures(tmp_path, mlp, lstm)
     assert all((tmp_path / f).exists() for f in figs)
     common.save_json(tmp_path / "m.json", {"report": {"headline": heads}})
