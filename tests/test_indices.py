@@ -101,6 +101,14 @@ def _gpt():
     return f, good, bad
 
 
+def _generate_prompt():
+    model = jaxbp.GPT(5, features=4, depth=1, heads=1, max_len=4)
+    _, params, _ = model.init(jax.random.key(0), (3,))
+    f = lambda ids: jaxbp.generate(model, params, ids, 1, key=None, temperature=0.0)  # noqa: E731
+    bad = [(jnp.array([[0, 5, 1]]), r"generate\(GPT\(vocab=5.*\)\): prompt id 5 at index \(0, 1\)")]
+    return f, jnp.array([[0, 4, 1]]), bad
+
+
 def _embedding():
     f = _layer_fn(jaxbp.Embedding(4, 2), (2,))
     bad = [
@@ -186,6 +194,7 @@ def _token_targets():
 
 INTEGER_INPUTS = {
     "GPT token ids": _gpt,
+    "generate prompt ids": _generate_prompt,
     "Embedding ids": _embedding,
     "GCN edges": _gcn_edges,
     "GAT edges": _gat_edges,

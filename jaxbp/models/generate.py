@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxbp.indices import check_range
 from jaxbp.layer import Layer, positive_int
 from jaxbp.layers import dense, embedding
 from jaxbp.layers.attention import _merge_heads, _split_heads, mha_forward
@@ -202,6 +203,7 @@ def _check_inputs(model, config, params, prompt_ids, steps):
         )
     if len(shape) != 2 or shape[1] < 1:
         raise ValueError(f"generate: {name} needs prompt ids (batch, time >= 1), got {shape}")
+    check_range(f"generate({name})", "prompt id", prompt_ids, 0, config["vocab_size"])
     steps = positive_int(f"generate({name})", "steps", steps)
     if shape[1] + steps > max_len:
         raise ValueError(
