@@ -265,7 +265,8 @@ def train_loop(cfg):
         return state, value
 
     def fit():
-        kw = dict(key=key, steps=steps, batch_size=batch, progress=False, dtype=np.float32)
+        precision = jaxbp.train.Precision(dtype=np.float32)
+        kw = dict(key=key, steps=steps, batch_size=batch, progress=False, precision=precision)
         return jaxbp.fit(model, loss, opt, (x, y), **kw).train_state
 
     methods = {"fit": Method(fit, None, None), "bare loop": Method(bare, None, None)}

@@ -62,6 +62,7 @@ DOCS = {
     "experiments.graphs": "structured",
     "experiments.tree_arithmetic": "structured",
     "experiments.multitask": "structured",
+    "experiments.detection_floor": "checking",
 }
 
 
