@@ -244,10 +244,17 @@ def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths")
     p.add_argument("--block", type=int, default=attention.AUTO_BLOCK)
-    p.add_argument("--repeat", type=int, default=None)
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="interleaved rounds at every T (default: max(3 or 5, 25600 / T))",
+    )
     p.add_argument("--causal", choices=["both", "yes", "no"], default="both")
     p.add_argument("--gpt-T", type=int, default=None)
     p.add_argument("--gpt-batch", type=int, default=8)
+    p.add_argument("--gpt-width", type=int, default=128, help="GPT features (4 heads)")
+    p.add_argument("--gpt-depth", type=int, default=4, help="GPT blocks")
     args = p.parse_args(argv)
     out = common.out_dir(args)
     Ts = args.T or ([16, 128, 512] if args.quick else TS)
@@ -259,12 +266,13 @@ def main(argv=None):
     print(f"{'T':>5} {'causal':>6} " + " ".join(f"{n + ' ms/MiB':>26}" for n in names))
     for T in Ts:
         for causal in causals:
-            r = bench_attention(T, 4, 4, 32, min(args.block, T), rounds_for(T, repeat),
-                                args.seed, causal)  # fmt: skip
+            rounds = rounds_for(T, repeat) if args.repeat is None else args.repeat
+            r = bench_attention(T, 4, 4, 32, min(args.block, T), rounds, args.seed, causal)
             rows.append(r)
             cells = [f"{r['time_ms'][n]:12.2f} {r['temp_MiB'][n]:12.1f}" for n in names]
             print(f"{T:>5} {causal!s:>6} " + " ".join(f"{c:>26}" for c in cells), flush=True)
-    gpt = bench_gpt_step(gpt_T, args.gpt_batch, min(args.block, gpt_T, 64), repeat, args.seed)
+    gpt = bench_gpt_step(gpt_T, args.gpt_batch, min(args.block, gpt_T, 64), repeat, args.seed,
+                         dim=args.gpt_width, layers=args.gpt_depth)  # fmt: skip
     print("GPT step:", {n: round(t, 1) for n, t in gpt["time_ms"].items()}, "ms;",
           {n: round(m, 1) for n, m in gpt["temp_MiB"].items()}, "MiB")  # fmt: skip
     exponents, headline = summarize(rows, gpt)
@@ -285,8 +293,10 @@ def main(argv=None):
             ["bench_attention.png"],
             status="ok" if complete and all(h["ok"] for h in headline) else "partial",
             notes=("quick size: " if args.quick else "")
-            + f"T = {Ts}, GPT step at T = {gpt_T}; medians of max({repeat}, 25600 / T) "
-            f"interleaved runs ({repeat} at T >= 1024); the default form is the whole matrix "
+            + f"T = {Ts}, GPT step at T = {gpt_T}; medians of "
+            + (f"max({repeat}, 25600 / T) interleaved runs ({repeat} at T >= 1024)"
+               if args.repeat is None else f"{repeat} interleaved runs")
+            + "; the default form is the whole matrix "
             f"for T <= {rule['whole_max_T']}, blocks of {rule['block']} beyond; the machine "
             "may be shared, so times are noisy, ratios less so. At T <= 32 (= the head size) "
             "the temporaries are a few T×T arrays of the outputs' size that XLA partly places "

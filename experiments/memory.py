@@ -3,7 +3,7 @@
     python -m experiments.memory [--quick]
 
 One process, float32. For a residual MLP (blocks x + tanh(x W + b), width 512, batch 128, depth
-16 … 256) and an LSTM (T = 250 … 4000, loss on the last state), the compiled temporary memory
+64 … 512) and an LSTM (T = 250 … 4000, loss on the last state), the compiled temporary memory
 (`jax.jit(f).lower(...).compile().memory_analysis().temp_size_in_bytes`: activations and
 workspace, not the parameters or the gradients, which are the program's arguments and outputs)
 and the median wall time of value + grad for:
@@ -531,6 +531,8 @@ def summarize(mlp, lstm):
         "min_peak_memory_ratio": last["min_peak"]["temp_MiB"] / store["temp_MiB"],
         "min_peak_time_ratio": last["min_peak"]["time_ms"] / store["time_ms"],
         "depth_table": depth_table(mlp, alphas),
+        "lstm_table": lstm_table(lstm, lstm_alpha),
+        "deepest": {"depth": mlp[-1]["depth"], "variants": last},  # the pages' values
         **{f"{key}_worst": v[key] for key, v in worst.items()},
         **{f"{key}_worst_at": v["depth"] for key, v in worst.items()},
     }
@@ -547,6 +549,21 @@ def depth_table(mlp, alphas):
         mib = [round(r["variants"][name]["temp_MiB"], 1) for r in mlp]
         ms = round(mlp[-1]["variants"][name]["time_ms"])
         rows.append([name, *mib, round(alphas[name], 2), ms])
+    return {"columns": columns, "rows": rows}
+
+
+def lstm_table(lstm, alphas):
+    """{"columns", "rows"}: the LSTM's temporary MiB at each T, α and the time at the longest."""
+    Ts = [r["T"] for r in lstm]
+    columns = ["LSTM variant", *(f"T={T}" for T in Ts), "α", f"time at T={Ts[-1]} (ms)"]
+    rows = []
+    for i, name in enumerate(lstm[0]["variants"]):
+        cells = [list(r["variants"].values())[i] for r in lstm]
+        label = name.split("=")[0] + ("=⌈√T⌉" if "=" in name else "")
+        label = label.replace(f"segments of {lstm[0]['k']}", "segments of ⌈√T⌉")
+        mib = [round(c["temp_MiB"], 1) for c in cells]
+        alpha = round(alphas[name.split("=")[0]], 2)
+        rows.append([label, *mib, alpha, round(cells[-1]["time_ms"])])
     return {"columns": columns, "rows": rows}
 
 

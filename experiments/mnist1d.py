@@ -179,6 +179,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated rows of MODELS")
     p.add_argument("--data-seed", type=int, default=42)
+    p.add_argument("--samples", type=int, default=5000, help="sequences generated (80/20 split)")
     args = p.parse_args(argv)
     steps = args.steps or (1500 if args.quick else 6000)
     n_seeds = args.seeds or (2 if args.quick else 3)
@@ -188,7 +189,7 @@ def main(argv=None):
         p.error(f"unknown models {sorted(unknown)}; choose from {list(MODELS)}")
     out = common.out_dir(args)
 
-    data = datasets.mnist1d(seed=args.data_seed)
+    data = datasets.mnist1d(seed=args.data_seed, samples=args.samples)
     results = {}
     for name in names:
         runs = [

@@ -217,7 +217,8 @@ def _finite_differences(phi, args, grads, rng, points, eps):
         return {}
     sizes = [flat_args[i].size for i in chosen]
     offsets = np.cumsum([0, *sizes])
-    theta = jnp.concatenate([flat_args[i].ravel() for i in chosen])
+    # host arrays: NumPy builds θ and its bumps without compiling a program per leaf shape
+    theta = np.concatenate([np.asarray(flat_args[i]).ravel() for i in chosen])
 
     def phi_flat(v):
         leaves = list(flat_args)
@@ -230,11 +231,12 @@ def _finite_differences(phi, args, grads, rng, points, eps):
         for j in rng.choice(n, min(points, n), replace=False):
             picks.append((pos, int(j)))
     where = np.array([offsets[pos] + j for pos, j in picks])
-    step = eps * np.maximum(1.0, np.abs(np.asarray(theta)[where]))
+    step = eps * np.maximum(1.0, np.abs(theta[where]))
     bumps = np.zeros((2 * len(picks), theta.size))
     bumps[np.arange(len(picks)), where] = step
     bumps[len(picks) + np.arange(len(picks)), where] = -step
-    values = np.asarray(jax.jit(jax.vmap(phi_flat))(theta + jnp.asarray(bumps, theta.dtype)))
+    points_at = theta + bumps.astype(theta.dtype)  # (2 × picks, size), rounded in θ's dtype
+    values = np.asarray(jax.jit(jax.vmap(phi_flat))(_device_array(points_at)))
     fd = (values[: len(picks)] - values[len(picks) :]) / (2 * step)
 
     out = {}
@@ -326,10 +328,18 @@ def check_vjp(
 
     # The reference: reverse-mode autodiff of the forward, compiled once (compiling the whole
     # vjp is 2-5x faster than running it op by op, whose every jnp helper compiles per shape).
-    expected = jax.jit(lambda a, ct: jax.vjp(f, a)[1](ct)[0])(args, cotangent)
+    # Under jit (float32/64) the manual vjp and the reference compile as one program: one
+    # compilation instead of two (half precision keeps them apart, as its rule compares the
+    # two programs' rounding errors).
+    reference = _vjp_with_output(f)
+    if jit and not half:
+        both = jax.jit(lambda a, ct: (*reference(a, ct), manual_vjp(a, ct)))
+        out, expected, manual = both(args, cotangent)
+    else:
+        out, expected = jax.jit(reference)(args, cotangent)
+        run = jax.jit(manual_vjp) if jit else manual_vjp
+        manual = run(args, cotangent)
     truth = _float64_truth(f, args, cotangent) if half else None
-    run = jax.jit(manual_vjp) if jit else manual_vjp
-    manual = run(args, cotangent)
 
     problems, results, untested, flat_expected = _compare_leaves(
         args, manual, expected, truth, rtol
@@ -343,7 +353,7 @@ def check_vjp(
     elif finite_diff and not problems:
         fd_dtype = jnp.dtype("float64") if wide else jnp.dtype("float32")
         results += _finite_difference_results(
-            f, args, cotangent, manual, flat_expected, rng, fd_points, fd_eps, fd_dtype
+            f, args, out, cotangent, manual, flat_expected, rng, fd_points, fd_eps, fd_dtype
         )
 
     report = Report(
@@ -361,13 +371,23 @@ def check_vjp(
     return report
 
 
+def _vjp_with_output(f):
+    """(args, ct) -> (f(args), the jax.vjp gradient at ct): the reference, in one program."""
+
+    def reference(args, cotangent):
+        out, pullback = jax.vjp(f, args)
+        return out, pullback(cotangent)[0]
+
+    return reference
+
+
 def _float64_truth(f, args, cotangent):
     """jax.vjp of `f` in float64 at the float64 images of the (half-precision) args and
     cotangent: the exact gradient of the rounded inputs, up to float64 rounding."""
     with jax.enable_x64(True):
         wide = _cast(args, jnp.float64)
         out = jax.eval_shape(f, wide)
-        ct = jax.tree.map(lambda c, o: jnp.asarray(c, o.dtype), cotangent, out)
+        ct = jax.tree.map(lambda c, o: _device_array(np.asarray(c), o.dtype), cotangent, out)
         return jax.jit(lambda a, c: jax.vjp(f, a)[1](c)[0])(wide, ct)
 
 
@@ -380,7 +400,7 @@ def _compare_with_truth(leaf, manual, expected, truth, dtype) -> LeafResult:
 
 
 def _finite_difference_results(
-    f, args, cotangent, manual, flat_expected, rng, points, eps, dtype
+    f, args, out, cotangent, manual, flat_expected, rng, points, eps, dtype
 ) -> list[LeafResult]:
     """Central differences of φ = ⟨dy, f(θ)⟩, judged against the leaf's gradient scale or the
     quotient's rounding-noise floor, whichever is larger (see the module docstring)."""
@@ -396,7 +416,7 @@ def _finite_difference_results(
     # the whole leaf's gradient, so that sampled elements whose gradient is zero (a pixel no
     # strided window reaches) compare rounding noise with the leaf's scale, not with itself.
     leaf_scale = {
-        leaf_name: float(jnp.max(jnp.abs(e))) if jnp.size(e) else 0.0
+        leaf_name: float(np.max(np.abs(np.asarray(e)))) if np.size(e) else 0.0
         for (leaf_name, _), e in zip(_leaves_with_names(args), flat_expected)
         if e is not None and _is_float(e)
     }
@@ -404,9 +424,8 @@ def _finite_difference_results(
     # u·Σ|dy ⊙ y|/ε: each leaf is measured against at least (10/tol) times that noise, so the
     # tolerance stays 10× above it. (A leaf whose whole gradient is smaller — batch norm's dx
     # on few values — is certified by the jax.vjp comparison alone.)
-    out = f(args)
     phi_abs = sum(
-        float(jnp.sum(jnp.abs(c * o)))
+        float(np.sum(np.abs(np.asarray(c, np.float64) * np.asarray(o, np.float64))))
         for c, o in zip(jax.tree.leaves(cotangent), jax.tree.leaves(out))
     )
     noise_floor = (10 / tol) * u * phi_abs / eps
@@ -423,8 +442,27 @@ def _finite_difference_results(
 # ------------------------------------------------------------------------- public checks
 
 
+def _device_array(a, dtype=None):
+    """`a` as a jax array (in `dtype`). NumPy data is transferred: `jnp.asarray` would stage
+    it through an identity program compiled once per shape (~20-50 ms each on XLA:CPU)."""
+    if isinstance(a, np.ndarray) and (a.dtype == bool or jnp.issubdtype(a.dtype, jnp.number)):
+        return jax.device_put(a if dtype is None else a.astype(dtype))
+    return jnp.asarray(a, dtype)
+
+
 def _cast(tree, dtype):
-    return jax.tree.map(lambda a: a.astype(dtype) if _is_float(a) else a, tree)
+    """The float leaves in `dtype`; concrete ones cast on the host (NumPy), so that a check
+    does not compile one conversion program per leaf shape."""
+    dtype = jnp.dtype(dtype)
+
+    def cast(a):
+        if not _is_float(a) or jnp.result_type(a) == dtype:
+            return a
+        if isinstance(a, jax.core.Tracer):
+            return a.astype(dtype)
+        return _device_array(np.asarray(a), dtype)
+
+    return jax.tree.map(cast, tree)
 
 
 def _x64_context(dtype):
@@ -567,7 +605,7 @@ def check_ops(forward, backward, params, x, *, name="op", dtype=jnp.float64, **k
 
     layer = Layer(init, fwd, backward, name)
     with _x64_context(dtype):
-        x = jnp.asarray(x)
+        x = _device_array(x)
         return check_layer(layer, x.shape[1:], x=x, dtype=dtype, **kwargs)
 
 
@@ -687,7 +725,7 @@ def _as_array_tree(name: str, what: str, tree):
     """Every leaf as a jax array; TypeError naming the form accepted otherwise."""
     leaves, treedef = jax.tree.flatten(tree)
     try:
-        arrays = [jnp.asarray(leaf) for leaf in leaves]
+        arrays = [_device_array(leaf) for leaf in leaves]
     except TypeError as e:
         kinds = sorted({type(leaf).__name__ for leaf in leaves})
         raise TypeError(

@@ -30,16 +30,17 @@ CHILD_CHECKS = [
 ]
 
 
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return {**env, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", **extra}
+def _env(xla_flags=""):
+    """This process's environment (its XLA_FLAGS, see conftest.py) plus `xla_flags`."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
+    return {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
 
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     """Run tests/distributed_child.py once on 8 simulated CPU devices; its results by name."""
     out = tmp_path_factory.mktemp("distributed") / "results.json"
-    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = _env("--xla_force_host_platform_device_count=8")
     script = str(ROOT / "tests" / "distributed_child.py")
     proc = subprocess.run(
         [sys.executable, script, str(out)], env=env, capture_output=True, text=True, timeout=600

@@ -149,7 +149,12 @@ def _whole_backward(q, k, v, out, do, key_mask, causal):
     dv = jnp.einsum("bhqk,bhqd->bhkd", P, do)  # Pᵀ dO
     do_s = do * s  # (B, H, T, d): s enters once, on a T×d array
     dP = jnp.einsum("bhqd,bhkd->bhqk", do_s, v)  # s dO Vᵀ
-    D = jnp.sum(do_s * out, axis=-1, keepdims=True)  # (B, H, T, 1) s rowsum(dO ⊙ O)
+    # D = rowsum(P ⊙ dP) = rowsum(dO ⊙ O) (O = P V): a sum over T keys or over d features,
+    # whichever is shorter (T ≤ d: the T×T product is the smaller pass, fused into dS's)
+    if q.shape[-2] <= q.shape[-1]:
+        D = jnp.sum(P * dP, axis=-1, keepdims=True)  # (B, H, T, 1) s rowsum(P ⊙ dO Vᵀ)
+    else:
+        D = jnp.sum(do_s * out, axis=-1, keepdims=True)  # (B, H, T, 1) s rowsum(dO ⊙ O)
     dS = P * (dP - D)  # (B, H, T, T) s dS
     dq = jnp.einsum("bhqk,bhkd->bhqd", dS, k)  # s dS K
     dk = jnp.einsum("bhqk,bhqd->bhkd", dS, q)  # s dSᵀ Q

@@ -11,6 +11,7 @@ from experiments import bench_attention, char_lm
 
 def test_bench_attention_runs_tiny(tmp_path):
     argv = ["--T", "16", "--block", "8", "--repeat", "1", "--gpt-T", "8", "--gpt-batch", "2"]
+    argv += ["--gpt-width", "16", "--gpt-depth", "1"]
     result = bench_attention.main(argv + ["--out", str(tmp_path)])
     saved = json.loads((tmp_path / "bench_attention.json").read_text())
     assert saved["report"]["figures"] == ["bench_attention.png"]

@@ -13,14 +13,16 @@ def test_mnist1d_data_is_generated_offline():
     assert d["x_train"].shape == (4000, 40) and d["x_test"].shape == (1000, 40)
     assert set(np.unique(d["y_train"])) == set(range(10))
     state = np.random.get_state()[1].copy()
-    again = data.mnist1d()
-    np.testing.assert_array_equal(again["x_test"], d["x_test"])  # seed 42 is reproducible
+    small, again = data.mnist1d(samples=500), data.mnist1d(samples=500)
+    assert small["x_train"].shape == (400, 40) and small["x_test"].shape == (100, 40)
+    np.testing.assert_array_equal(again["x_test"], small["x_test"])  # seed 42 is reproducible
     np.testing.assert_array_equal(np.random.get_state()[1], state)  # global RNG left alone
 
 
 def test_mnist1d_tiny(tmp_path):
     out = mnist1d.main(
-        ["--steps", "60", "--seeds", "2", "--models", "logistic,CNN,GRU", "--out", str(tmp_path)]
+        ["--steps", "60", "--seeds", "2", "--models", "logistic,CNN,GRU", "--samples", "1000"]
+        + ["--out", str(tmp_path)]
     )
     saved = json.loads((tmp_path / "mnist1d.json").read_text())
     assert set(saved["results"]) == {"logistic", "CNN", "GRU"}
