@@ -326,19 +326,7 @@ def check_vjp(
             lambda o: jnp.asarray(rng.normal(size=o.shape), o.dtype), jax.eval_shape(f, args)
         )
 
-    # The reference: reverse-mode autodiff of the forward, compiled once (compiling the whole
-    # vjp is 2-5x faster than running it op by op, whose every jnp helper compiles per shape).
-    # Under jit (float32/64) the manual vjp and the reference compile as one program: one
-    # compilation instead of two (half precision keeps them apart, as its rule compares the
-    # two programs' rounding errors).
-    reference = _vjp_with_output(f)
-    if jit and not half:
-        both = jax.jit(lambda a, ct: (*reference(a, ct), manual_vjp(a, ct)))
-        out, expected, manual = both(args, cotangent)
-    else:
-        out, expected = jax.jit(reference)(args, cotangent)
-        run = jax.jit(manual_vjp) if jit else manual_vjp
-        manual = run(args, cotangent)
+    out, expected, manual = _reference_and_manual(f, manual_vjp, args, cotangent, jit, half)
     truth = _float64_truth(f, args, cotangent) if half else None
 
     problems, results, untested, flat_expected = _compare_leaves(
@@ -381,6 +369,20 @@ def _vjp_with_output(f):
     return reference
 
 
+def _reference_and_manual(f, manual_vjp, args, cotangent, jit, half):
+    """(f(args), the jax.vjp gradient, the manual gradient). The reference is compiled (the
+    whole vjp compiles 2-5x faster than it runs op by op, every jnp helper compiling per
+    shape). Under jit in float32/64 the manual vjp joins it in one program: one compilation
+    instead of two (half precision keeps them apart: its rule compares their roundings)."""
+    reference = _vjp_with_output(f)
+    if jit and not half:
+        both = jax.jit(lambda a, ct: (*reference(a, ct), manual_vjp(a, ct)))
+        return both(args, cotangent)
+    out, expected = jax.jit(reference)(args, cotangent)
+    run = jax.jit(manual_vjp) if jit else manual_vjp
+    return out, expected, run(args, cotangent)
+
+
 def _float64_truth(f, args, cotangent):
     """jax.vjp of `f` in float64 at the float64 images of the (half-precision) args and
     cotangent: the exact gradient of the rounded inputs, up to float64 rounding."""
@@ -388,7 +390,7 @@ def _float64_truth(f, args, cotangent):
         wide = _cast(args, jnp.float64)
         out = jax.eval_shape(f, wide)
         ct = jax.tree.map(lambda c, o: _device_array(np.asarray(c), o.dtype), cotangent, out)
-        return jax.jit(lambda a, c: jax.vjp(f, a)[1](c)[0])(wide, ct)
+        return jax.jit(_vjp_with_output(f))(wide, ct)[1]
 
 
 def _compare_with_truth(leaf, manual, expected, truth, dtype) -> LeafResult:
