@@ -48,5 +48,6 @@ def test_module_fixture_tests_run_on_one_worker_and_the_rest_spread(tmp_path):
     shares = {line.split()[0] for line in lines if "test_shares" in line}
     assert len(shares) == 1, "\n".join(lines)  # one worker ([gw0] or [gw1]) built the fixture
     assert all("@" in line for line in lines if "test_shares" in line)  # xdist saw the group
-    alone = {line.split()[0] for line in lines if "test_alone" in line}
-    assert alone == {"[gw0]", "[gw1]"}, "\n".join(lines)  # ungrouped tests still spread
+    alone = [line for line in lines if "test_alone" in line]
+    assert len(alone) == 6 and not any("@" in line for line in alone)  # the rest stay ungrouped,
+    # free to go to either worker (which one takes them is up to xdist's timing, not asserted)
