@@ -37,7 +37,7 @@ def test_alone(i):
 """
 
 
-def test_module_fixture_tests_run_on_one_worker_and_the_rest_spread(tmp_path):
+def test_module_fixture_tests_run_on_one_worker_and_the_rest_stay_ungrouped(tmp_path):
     (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "test_group.py").write_text(TESTS)
     cmd = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v"]
