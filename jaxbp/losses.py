@@ -314,7 +314,8 @@ def bernoulli_nll() -> Loss:
 
     def backward(residuals, g=1.0):
         z, t = residuals
-        return ((g / z.shape[0]) * (sigmoid(z) - t)).astype(z.dtype)
+        acc = accumulation_dtype(z.dtype)  # σ in float32 for half precision, rounded once
+        return ((g / z.shape[0]) * (sigmoid(z.astype(acc)) - t)).astype(z.dtype)
 
     return Loss(forward, backward, name)
 
@@ -355,8 +356,11 @@ def gan_discriminator_loss() -> Loss:
 
     def backward(residuals, g=1.0):
         real, fake = residuals
-        dreal = (g / real.shape[0]) * -sigmoid(-real)  # ∂/∂r softplus(−r) = −σ(−r)
-        dfake = (g / fake.shape[0]) * sigmoid(fake)  # ∂/∂f softplus(f) = σ(f)
+        # σ in float32 for half precision, rounded once: the two halves' gradients often
+        # cancel in a parameter's sum (D's last bias), which magnifies each one's rounding
+        acc = accumulation_dtype(real.dtype)
+        dreal = (g / real.shape[0]) * -sigmoid(-real.astype(acc))  # ∂/∂r softplus(−r) = −σ(−r)
+        dfake = (g / fake.shape[0]) * sigmoid(fake.astype(acc))  # ∂/∂f softplus(f) = σ(f)
         return dreal.astype(real.dtype), dfake.astype(fake.dtype)
 
     return Loss(forward, backward, name)
@@ -379,7 +383,8 @@ def gan_generator_loss() -> Loss:
 
     def backward(residuals, g=1.0):
         fake = residuals.fake
-        return ((g / fake.shape[0]) * -sigmoid(-fake)).astype(fake.dtype)
+        acc = accumulation_dtype(fake.dtype)  # σ in float32 for half precision, rounded once
+        return ((g / fake.shape[0]) * -sigmoid(-fake.astype(acc))).astype(fake.dtype)
 
     return Loss(forward, backward, name)
 

@@ -83,7 +83,12 @@ class AttentionResiduals(NamedTuple):
     q: jax.Array  # (B, H, T, d)
     k: jax.Array  # (B, H, T, d)
     v: jax.Array  # (B, H, T, d)
-    out: jax.Array  # (B, H, T, d) the output O
+    # (B, H, T, d) the output O in the accumulation dtype (float32 for half precision): D =
+    # rowsum(dO ⊙ O) from the rounded O would differ from rowsum(P ⊙ dP) by u·Σ|dO ⊙ O|, an
+    # error that dS = P ⊙ (dP − D) then carries to dQ and dK (a bfloat16 GPT's embeddings
+    # came out ~5x worse than autodiff's); O rounds to the input dtype exactly as the forward
+    # returned it (`.astype(q.dtype)`) where the output projection reads it
+    out: jax.Array
     lse: jax.Array  # (B, H, T) row log-sum-exp L, in at least float32
     key_mask: jax.Array | None  # (B, T) bool, True = a real key; None = every key is real
 
@@ -330,8 +335,8 @@ def attention_forward(q, k, v, *, key_mask=None, causal=False, block_size=None):
         out, lse = _whole_forward(q32, k32, v32, mask, causal)
     else:
         out, lse = _blocked_forward(q32, k32, v32, mask, causal, b)
-    out = out[:, :, :T].astype(dtype)
-    return out, AttentionResiduals(q, k, v, out, lse[:, :, :T], key_mask)
+    out = out[:, :, :T]  # (B, H, T, d) in the accumulation dtype
+    return out.astype(dtype), AttentionResiduals(q, k, v, out, lse[:, :, :T], key_mask)
 
 
 def attention_backward(residuals, dout, *, causal=False, block_size=None):
@@ -401,7 +406,7 @@ def mha_forward(params, x, *, heads, key_mask=None, causal=False, block_size=Non
 def mha_backward(params, residuals, dy, *, causal=False, block_size=None):
     """(dparams, dx): the output projection, the attention op, the qkv projection, in reverse."""
     x, att, _ = residuals
-    o = _merge_heads(att.out)  # (B, T, C), the output projection's input
+    o = _merge_heads(att.out.astype(x.dtype))  # (B, T, C), the output projection's input
     dp_o, do = dense.dense_backward(
         {"W": params["W_o"], "b": params["b_o"]}, dense.DenseResiduals(o), dy
     )

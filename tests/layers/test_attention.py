@@ -249,3 +249,25 @@ def test_errors_name_the_layer_and_the_shapes():
     _, p, _ = pos.init(jax.random.key(0), (4, 3))
     with pytest.raises(ValueError, match=r"PositionalEmbedding\(4\).*T = 6.*\(1, 6, 3\)"):
         pos.forward(p, (), jnp.ones((1, 6, 3)))
+
+
+@pytest.mark.parametrize("block", [None, 2])
+def test_half_precision_residual_output_stays_in_float32(block):
+    """D = rowsum(dO ⊙ O) is formed from O in the accumulation dtype, as P is: from the
+    bfloat16-rounded O it differs from rowsum(P ⊙ dP) by u·Σ|dO ⊙ O|, which dS = P(dP − D)
+    carries into dQ and dK. The bfloat16 gradients are the float32 op's, rounded once."""
+    rng = np.random.default_rng(0)
+    q, k, v, dout = (jnp.asarray(rng.normal(size=(1, 2, 5, 3)), jnp.bfloat16) for _ in range(4))
+    o, res = attention.attention_forward(q, k, v, causal=True, block_size=block)
+    assert o.dtype == jnp.bfloat16 and res.out.dtype == jnp.float32
+    np.testing.assert_array_equal(
+        np.asarray(o, np.float32), np.asarray(res.out.astype(jnp.bfloat16), np.float32)
+    )
+    half = attention.attention_backward(res, dout, causal=True, block_size=block)
+    up = [a.astype(jnp.float32) for a in (q, k, v, dout)]
+    o32, res32 = attention.attention_forward(*up[:3], causal=True, block_size=block)
+    wide = attention.attention_backward(res32, up[3], causal=True, block_size=block)
+    for h, w in zip(half, wide):
+        np.testing.assert_array_equal(
+            np.asarray(h, np.float32), np.asarray(w.astype(jnp.bfloat16), np.float32)
+        )
