@@ -24,10 +24,13 @@ from experiments.catalog import EXPERIMENTS
 
 # The slowest at --quick first (make demo, 2-core machine), so that two workers end together.
 SLOWEST_FIRST = [
-    "experiments.mixed_precision",
+    "experiments.bench_attention",
     "experiments.backprop_cost",
-    "experiments.mnist1d",
+    "experiments.mixed_precision",
     "experiments.memory",
+    "experiments.detection_floor",
+    "experiments.mnist1d",
+    "experiments.graphs",
 ]
 
 
