@@ -240,6 +240,18 @@ def rounds_for(T, repeat):
     return max(repeat, 25600 // T) if T < 1024 else repeat
 
 
+def _small_t_memory(rows) -> str:
+    """' (whole / autodiff: 0.94 at T = 16, …)' for the causal rows at T ≤ 32, from the run."""
+    cells = [
+        f"{r['memory_ratio']['manual whole']:.2f} at T = {r['T']} "
+        f"({1024 * r['temp_MiB']['manual whole']:.0f} KiB against "
+        f"{1024 * r['temp_MiB']['autodiff plain']:.0f})"
+        for r in rows
+        if r["T"] <= 32 and r["causal"] and "manual whole" in r.get("memory_ratio", {})
+    ]
+    return f" (whole / autodiff: {', '.join(cells)})" if cells else ""
+
+
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths")
@@ -300,8 +312,7 @@ def main(argv=None):
             f"for T <= {rule['whole_max_T']}, blocks of {rule['block']} beyond; the machine "
             "may be shared, so times are noisy, ratios less so. At T <= 32 (= the head size) "
             "the temporaries are a few T×T arrays of the outputs' size that XLA partly places "
-            "in output buffers, so memory ratios there say little (whole ≈ 0.94 at T = 16, "
-            "≈ 2 at T = 32: 128 KiB against 66 KiB).",
+            "in output buffers, so memory ratios there say little" + _small_t_memory(rows) + ".",
             size=common.run_size(args),
         ),
     }  # fmt: skip
