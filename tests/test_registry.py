@@ -11,7 +11,9 @@ batch sizes for the price of one draw per mode:
   finite differences, and one half precision under jit (manual error vs the float64 truth ≤
   2 × jax.vjp's + 2 ulps): bfloat16 and float16 alternate along the registry, so that both are
   covered at half the compile time (the CLI runs both at every draw; half precision outside jit
-  runs in tests/test_check.py on a sample);
+  runs in tests/test_check.py on a sample). Half precision runs without x64, as the CLI does:
+  under x64 the initializers draw other values, and the suite once passed two draws that
+  failed `make demo`'s table (GPT in bfloat16, the GAN discriminator step in float16);
 * seed 1 (batch 2): float64 under jit;
 * seed 2 (batch 5): float32 under jit.
 (Half precision stays at seed 0: at seed 3 the GPT case's bfloat16 backward exceeds the half
@@ -25,6 +27,9 @@ and float64 modes (in half precision a small gradient may round to zero); tests/
 shows that negated gradients are caught.
 """
 
+import contextlib
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -49,8 +54,10 @@ PAIRS = [
 
 def check_case(case, mode, seed):
     """The registry's assertions for one case, mode and draw (tests/test_mutations.py reuses
-    them)."""
-    report = run_case(case, seed=seed, **MODES[mode])
+    them). Half precision runs without x64, as `python -m jaxbp.cases` (make demo's table)
+    and a half-precision user do: the initializers draw other values under x64."""
+    with jax.enable_x64(False) if mode in HALF_MODES else contextlib.nullcontext():
+        report = run_case(case, seed=seed, **MODES[mode])
     assert report.ok, str(report)
     assert report.results, "a check that compared nothing"
     assert np.isfinite(list(report.max_rel_err.values())).all(), str(report)
