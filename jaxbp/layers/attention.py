@@ -406,7 +406,7 @@ def mha_forward(params, x, *, heads, key_mask=None, causal=False, block_size=Non
 def mha_backward(params, residuals, dy, *, causal=False, block_size=None):
     """(dparams, dx): the output projection, the attention op, the qkv projection, in reverse."""
     x, att, _ = residuals
-    o = _merge_heads(att.out.astype(x.dtype))  # (B, T, C), the output projection's input
+    o = _merge_heads(att.out.astype(att.q.dtype))  # (B, T, C): O as the forward returned it
     dp_o, do = dense.dense_backward(
         {"W": params["W_o"], "b": params["b_o"]}, dense.DenseResiduals(o), dy
     )

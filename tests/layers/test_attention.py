@@ -265,7 +265,7 @@ def test_half_precision_residual_output_stays_in_float32(block):
     )
     half = attention.attention_backward(res, dout, causal=True, block_size=block)
     up = [a.astype(jnp.float32) for a in (q, k, v, dout)]
-    o32, res32 = attention.attention_forward(*up[:3], causal=True, block_size=block)
+    _, res32 = attention.attention_forward(*up[:3], causal=True, block_size=block)
     wide = attention.attention_backward(res32, up[3], causal=True, block_size=block)
     for h, w in zip(half, wide):
         np.testing.assert_array_equal(
