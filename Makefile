@@ -20,7 +20,8 @@ test: $(STAMP)
 # Every experiment at the quick size, the gradient-check table, then one page:
 # results/index.html. A failed experiment or check shows on the page, and makes demo fail.
 # The check table (mostly single-threaded compilation) runs beside the experiments, which run
-# in 2 processes (run_all --jobs 2, the slowest first). They share a compilation cache for
+# in 2 processes (run_all --jobs 2, the slowest first) at a lower priority (nice 5): the table
+# is the longest single job, and would otherwise finish alone on one core. They share a compilation cache for
 # this one run (a fresh directory, deleted at the end): a program compiled again under a new
 # closure (each gradient check's jax.vjp reference, detection_floor's 144 checks) is read
 # back, not recompiled; it is the executable XLA built for the same program, so no result
@@ -30,7 +31,7 @@ demo: $(STAMP)
 	export JAX_COMPILATION_CACHE_DIR=$$(mktemp -d) JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
 		JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0; \
 	$(PY) -m jaxbp.cases > results/check_table.txt & check=$$!; \
-	$(PY) -m experiments.run_all --quick --jobs 2; ran=$$?; \
+	nice -n 5 $(PY) -m experiments.run_all --quick --jobs 2; ran=$$?; \
 	wait $$check; checked=$$?; cat results/check_table.txt; rm -rf "$$JAX_COMPILATION_CACHE_DIR"; \
 	$(PY) -m experiments.report --out results && test $$ran -eq 0 -a $$checked -eq 0
 
