@@ -161,6 +161,14 @@ class BinaryCrossEntropyResiduals(NamedTuple):
     target: jax.Array  # t ∈ [0, 1], same shape
 
 
+def _wide_sigmoid(z):
+    """σ(z) in the accumulation dtype (float32 for half precision), for the caller to round once:
+    evaluated op by op in float16 it is ~1 ulp off, and the sigmoid losses' gradients often
+    cancel in a parameter's sum (a GAN discriminator's last bias adds its real and fake halves),
+    which magnifies that into several ulps."""
+    return sigmoid(z.astype(accumulation_dtype(z.dtype)))
+
+
 def sigmoid_binary_cross_entropy() -> Loss:
     """L = mean of −[t log σ(z) + (1 − t) log(1 − σ(z))] = mean of softplus(z) − t z.
 
@@ -178,8 +186,7 @@ def sigmoid_binary_cross_entropy() -> Loss:
 
     def backward(residuals, g=1.0):
         z, t = residuals
-        acc = accumulation_dtype(z.dtype)
-        return ((g / z.size) * (sigmoid(z.astype(acc)) - t)).astype(z.dtype)
+        return ((g / z.size) * (_wide_sigmoid(z) - t)).astype(z.dtype)
 
     return Loss(forward, backward, name)
 
@@ -314,8 +321,7 @@ def bernoulli_nll() -> Loss:
 
     def backward(residuals, g=1.0):
         z, t = residuals
-        acc = accumulation_dtype(z.dtype)  # σ in float32 for half precision, rounded once
-        return ((g / z.shape[0]) * (sigmoid(z.astype(acc)) - t)).astype(z.dtype)
+        return ((g / z.shape[0]) * (_wide_sigmoid(z) - t)).astype(z.dtype)
 
     return Loss(forward, backward, name)
 
@@ -356,11 +362,8 @@ def gan_discriminator_loss() -> Loss:
 
     def backward(residuals, g=1.0):
         real, fake = residuals
-        # σ in float32 for half precision, rounded once: the two halves' gradients often
-        # cancel in a parameter's sum (D's last bias), which magnifies each one's rounding
-        acc = accumulation_dtype(real.dtype)
-        dreal = (g / real.shape[0]) * -sigmoid(-real.astype(acc))  # ∂/∂r softplus(−r) = −σ(−r)
-        dfake = (g / fake.shape[0]) * sigmoid(fake.astype(acc))  # ∂/∂f softplus(f) = σ(f)
+        dreal = (g / real.shape[0]) * -_wide_sigmoid(-real)  # ∂/∂r softplus(−r) = −σ(−r)
+        dfake = (g / fake.shape[0]) * _wide_sigmoid(fake)  # ∂/∂f softplus(f) = σ(f)
         return dreal.astype(real.dtype), dfake.astype(fake.dtype)
 
     return Loss(forward, backward, name)
@@ -383,8 +386,7 @@ def gan_generator_loss() -> Loss:
 
     def backward(residuals, g=1.0):
         fake = residuals.fake
-        acc = accumulation_dtype(fake.dtype)  # σ in float32 for half precision, rounded once
-        return ((g / fake.shape[0]) * -sigmoid(-fake.astype(acc))).astype(fake.dtype)
+        return ((g / fake.shape[0]) * -_wide_sigmoid(-fake)).astype(fake.dtype)
 
     return Loss(forward, backward, name)
 
